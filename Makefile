@@ -1,0 +1,53 @@
+# latentgram: `make demo` builds the default run, `make test` runs the test suite.
+# Both set everything up first on a fresh Debian machine: the Fashion-MNIST package through apt,
+# a virtual environment in .venv with the CPU build of PyTorch, and the project itself.
+
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+RUN ?= runs/default
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint format bench setup system-packages clean
+
+demo: setup
+	$(BIN)/latentgram prepare --run $(RUN)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python benchmarks/blae_figures.py --run $(RUN)
+
+setup: system-packages $(STAMP)
+
+# Debian's dataset-fashion-mnist is the default data source; without apt, point
+# LATENTGRAM_FASHION_MNIST_DIR or --source idx:PATH at the IDX files instead.
+system-packages:
+	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+# torch is installed first and pinned: an unpinned torch pulls the CUDA build (gigabytes).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

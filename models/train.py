@@ -1,0 +1,163 @@
+"""BL-AE training loop and evaluation (DESIGN.md §2). PyTorch only: progress and files are the
+caller's job, through the `on_step` and `on_epoch` callbacks.
+
+Each epoch's shuffle and noise come from generators seeded with (seed, epoch), so a run resumed
+from the checkpoint of epoch k continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from models.blae import BLAE, binarize
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 12  # passes over the training split
+    batch_size: int = 256  # images per step
+    lr: float = 1e-3  # Adam learning rate; the wide paper presets need ~2e-4
+    seed: int = 0  # weight init, shuffles and noise all derive from it
+    precision: str = "auto"  # "fp32", "bf16" (autocast), or "auto": bf16 where the hardware has it
+    eval_batch_size: int = 1024  # images per forward pass during evaluation
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be ≥ 1 and lr > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BLAEMetrics:
+    mse: float  # reconstruction MSE with the soft (tanh) codes, pixels in [0, 1]
+    psnr: float  # PSNR in dB with the soft codes
+    psnr_binary: float  # PSNR with the codes hard-binarized to ±1: what stored latents give
+    brate: float  # share of code values with |z| > 0.95: how binary the codes really are
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB for pixels in [0, 1]."""
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """ "auto" picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AMX or AVX-512 BF16); elsewhere it is slower."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def autocast_for(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """The autocast context for a precision setting; "auto" uses bf16 only where it is fast."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        fast = device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+        precision = "bf16" if fast else "fp32"
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images → float32 in [0, 1]."""
+    return images.float().div_(255.0)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    yield from order.split(batch_size)
+
+
+@torch.no_grad()
+def evaluate_blae(
+    model: BLAE,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    precision: str = "auto",
+) -> BLAEMetrics:
+    """Reconstruction figures over uint8 images (N, channels, size, size)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sq_soft = sq_binary = 0.0
+    saturated = total_codes = 0
+    with autocast_for(device, precision):
+        for idx in _batches(len(images), batch_size, None):
+            x = to_unit(images[idx].to(device))
+            codes = model.encode(x)
+            sq_soft += F.mse_loss(model.decode(codes).float(), x, reduction="sum").item()
+            recon_bin = model.decode(binarize(codes)).float()
+            sq_binary += F.mse_loss(recon_bin, x, reduction="sum").item()
+            saturated += int((codes.float().abs() > 0.95).sum().item())
+            total_codes += codes.numel()
+    model.train(was_training)
+    pixels = images.numel()
+    mse = sq_soft / pixels
+    return BLAEMetrics(
+        mse=mse,
+        psnr=psnr_from_mse(mse),
+        psnr_binary=psnr_from_mse(sq_binary / pixels),
+        brate=saturated / total_codes,
+    )
+
+
+StepCallback = Callable[[int, float], None]  # (step in epoch, loss)
+EpochCallback = Callable[[int, BLAE, torch.optim.Optimizer], None]  # (epoch done, model, optim)
+
+
+def train_blae(
+    model: BLAE,
+    train_images: torch.Tensor,
+    config: TrainConfig,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_epoch: int = 0,
+    on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> torch.optim.Optimizer:
+    """Train on uint8 images (N, channels, size, size) from `start_epoch` to `config.epochs`."""
+    device = next(model.parameters()).device
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model.train()
+    for epoch in range(start_epoch, config.epochs):
+        shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch + 1)
+        for step, idx in enumerate(_batches(len(train_images), config.batch_size, shuffle)):
+            x = to_unit(train_images[idx].to(device, non_blocking=True))
+            with autocast_for(device, config.precision):
+                out = model(x, generator=noise)
+                loss = F.mse_loss(out.reconstruction.float(), x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if on_step is not None:
+                on_step(step, loss.item())
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model, optimizer)
+    return optimizer

@@ -1,0 +1,149 @@
+"""The steps of a run, as functions the CLI (and later the API) call: data → train-ae → encode."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models import BLAEConfig, TrainConfig, blae_preset
+from service.checkpoints import load_blae
+from service.codec import encode_images
+from service.errors import InvalidInputError, RunError
+from service.parquet_io import LatentSet, write_images, write_latents
+from service.run import RunPaths, read_run_json, update_run_json
+from service.sources import ImageSet, load_images
+from service.training import TrainingSummary, train_autoencoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which images a run is built from; stored in run.json so later steps reload the same."""
+
+    source: str = "fashion-mnist"
+    limit: int | None = None  # first N images of each split
+    classes: tuple[int, ...] | None = None  # labels to keep
+
+    def load(self) -> ImageSet:
+        return load_images(self.source, limit=self.limit, classes=self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "limit": self.limit, "classes": self.classes}
+
+
+def run_data_spec(paths: RunPaths) -> DataSpec:
+    """The data spec recorded by train-ae."""
+    data = read_run_json(paths).get("data")
+    if not data:
+        raise RunError(f"{paths.run_json} names no data source: run `latentgram train-ae` first")
+    classes = data.get("classes")
+    return DataSpec(data["source"], data.get("limit"), tuple(classes) if classes else None)
+
+
+def describe(images: ImageSet) -> dict[str, Any]:
+    """Counts and shapes of an image set, for run.json and the CLI."""
+    return {
+        "source": images.source,
+        "shape": list(images.shape),
+        "train": int((images.splits == "train").sum()),
+        "test": int((images.splits == "test").sum()),
+        "class_count": len(images.class_names),
+    }
+
+
+def train_run_autoencoder(
+    paths: RunPaths,
+    data: DataSpec,
+    *,
+    preset: str = "default",
+    overrides: dict[str, Any] | None = None,
+    train_config: TrainConfig | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+) -> TrainingSummary:
+    images = data.load()
+    c, h, _ = images.shape
+    try:
+        config: BLAEConfig = blae_preset(
+            preset, image_channels=c, image_size=h, **(overrides or {})
+        )
+    except ValueError as exc:  # the config's own checks, phrased for users
+        raise InvalidInputError(str(exc)) from exc
+    update_run_json(paths, "data", {**data.to_dict(), **describe(images)})
+    return train_autoencoder(
+        paths,
+        images,
+        blae_config=config,
+        train_config=train_config or TrainConfig(),
+        resume=resume,
+        device=device,
+        progress=progress,
+    )
+
+
+@dataclass(frozen=True)
+class EncodeSummary:
+    images: int
+    seconds: float
+    images_per_s: float
+    brate: float
+    latent_shape: tuple[int, int, int]
+
+
+def encode_run(paths: RunPaths, *, device: str = "cpu", batch_size: int = 1024) -> EncodeSummary:
+    """Encode every image of the run's data into images.parquet and latents.parquet."""
+    checkpoint = load_blae(paths, device=device)
+    images = run_data_spec(paths).load()
+    ids = np.arange(len(images), dtype=np.int64)  # ids are positions in the loaded order
+    started = time.perf_counter()
+    packed, brate = encode_images(checkpoint.model, images.images, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    shape = checkpoint.model.config.latent_shape
+    write_images(paths.images, images, ids)
+    latents = LatentSet(ids, images.splits, images.labels, packed, shape, checkpoint.sha256)
+    write_latents(paths.latents, latents)
+    summary = EncodeSummary(len(images), seconds, len(images) / max(seconds, 1e-9), brate, shape)
+    update_run_json(
+        paths,
+        "encode",
+        {
+            "images": len(images),
+            "latent_shape": list(shape),
+            "brate": brate,
+            "images_per_s": round(summary.images_per_s),
+            "model_sha256": checkpoint.sha256,
+        },
+    )
+    return summary
+
+
+def parse_int_list(text: str | None, what: str) -> tuple[int, ...] | None:
+    """ "1,3,5" → (1, 3, 5); None stays None."""
+    if text is None or text == "":
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InvalidInputError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def ids_selection(latents: LatentSet, ids: Sequence[int] | None, limit: int | None) -> LatentSet:
+    """The latents with the given ids (in that order), or the first `limit` ones."""
+    if ids is not None:
+        position = {int(i): k for k, i in enumerate(latents.ids)}
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise InvalidInputError(
+                f"no latents with ids {missing[:5]} (ids are 0..{len(latents) - 1})"
+            )
+        return latents.select(np.array([position[i] for i in ids], dtype=np.int64))
+    if limit is not None:
+        return latents.select(np.arange(min(limit, len(latents))))
+    return latents

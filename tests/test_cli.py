@@ -1,0 +1,67 @@
+"""The console script as a user runs it: real subprocesses, real files."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from service.run import RunPaths
+
+LATENTGRAM = shutil.which("latentgram") or str(Path(sys.executable).parent / "latentgram")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LATENTGRAM, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_explains_every_command() -> None:
+    out = cli("--help").stdout
+    for command in ("data", "train-ae", "encode", "decode", "prepare"):
+        assert command in out
+    train_help = cli("train-ae", "--help").stdout
+    for option in ("--preset", "--epochs", "--resume", "--precision", "--sigma", "--source"):
+        assert option in train_help
+
+
+def test_prepare_then_decode(tmp_path: Path, fashion_small) -> None:
+    run = tmp_path / "run"
+    done = cli("prepare", "--run", str(run), "--limit", "128", "--preset", "tiny", "--epochs", "1")
+    assert done.returncode == 0, done.stderr
+    assert "run ready" in done.stdout and '"psnr_binary"' in done.stdout
+    paths = RunPaths(run)
+    assert paths.latents.exists() and paths.images.exists() and paths.blae_weights.exists()
+    grid = cli("decode", "--run", str(run), "--limit", "16", "--out", str(tmp_path / "grid.png"))
+    assert grid.returncode == 0, grid.stderr
+    assert Image.open(tmp_path / "grid.png").size == (4 * 30 - 2, 4 * 30 - 2)
+    files = cli("decode", "--run", str(run), "--ids", "3,5", "--out", str(tmp_path / "each"))
+    assert files.returncode == 0, files.stderr
+    assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["3.png", "5.png"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("data", "--source", "idx:/no/such/folder"), "no such file or folder"),
+        (("data", "--source", "mnist"), "fashion-mnist, idx:PATH"),
+        (("data", "--classes", "1,x"), "comma-separated integers"),
+        (("encode", "--run", "/no/such/run"), "train-ae"),
+        (("train-ae", "--precision", "fp8", "--run", "/tmp/x"), "precision must be one of"),
+        (("train-ae", "--preset", "huge", "--run", "/tmp/x"), "unknown BL-AE preset"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
+    result = cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_data_summary_of_real_source(tmp_path: Path, fashion_small) -> None:
+    result = cli("data", "--limit", "10", "--preview", str(tmp_path / "p.png"))
+    assert result.returncode == 0, result.stderr
+    assert '"train": 10' in result.stdout and "Ankle boot" in result.stdout
+    assert (tmp_path / "p.png").exists()
