@@ -33,6 +33,7 @@ class BLAEConfig:
     noise: str = "triangular"  # "triangular" (Tri(κ)) or "gaussian"
     sigma: float = 1.0  # noise scale; ≈1 is what makes the codes binary (0.5 leaves them soft)
     kappa: float = 2.0  # Tri(κ) shape; 2 is the plain triangle
+    code_gain: float = 1.0  # z = tanh(gain · a): a gain > 1 lets the codes reach ±1 sooner
 
     def __post_init__(self) -> None:
         if not 1 <= self.latent_channels <= 16:
@@ -166,7 +167,7 @@ class BLAE(nn.Module):
         """(B, channels, size, size) in [0, 1] → tanh codes (B, C, H, W)."""
         pad = self.config.padded_size - self.config.image_size
         x = F.pad(images * 2 - 1, (pad // 2, pad - pad // 2) * 2, value=-1.0)
-        return torch.tanh(self.encoder(x))
+        return torch.tanh(self.config.code_gain * self.encoder(x))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) codes, soft or ±1 → images (B, channels, size, size) in [0, 1]."""

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from models import PRESETS, TrainConfig
@@ -20,16 +21,24 @@ from service.checkpoints import load_blae
 from service.codec import decode_packed
 from service.errors import InvalidInputError, LatentgramError
 from service.imaging import make_grid, save_png
-from service.parquet_io import read_latents
+from service.migrate import migrate as apply_migrations
+from service.migrate import status as migration_status
+from service.parquet_io import read_latents, write_latents
 from service.pipeline import (
+    DEFAULT_GAMMAS,
     DataSpec,
+    build_run_tables,
     describe,
     encode_run,
     ids_selection,
     parse_int_list,
+    sample_run,
+    samples_as_latents,
     train_run_autoencoder,
 )
 from service.run import DEFAULT_RUN_DIR, RunPaths
+from service.sampler import SampleConfig
+from service.store import list_tables, open_store
 
 app = typer.Typer(
     help="Latent n-gram image generation: see where generation ends and memorization begins.",
@@ -55,6 +64,7 @@ ClassesOpt = Annotated[
 PresetOpt = Annotated[str, typer.Option(help=f"BL-AE architecture preset: {', '.join(PRESETS)}.")]
 EpochsOpt = Annotated[int, typer.Option(help="Training epochs (total, also when resuming).", min=1)]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+GammasOpt = Annotated[str, typer.Option(help="Comma-separated odd window sizes ≥ 3, e.g. 3,5,7.")]
 
 
 def _emit(title: str, figures: dict[str, Any]) -> None:
@@ -186,6 +196,109 @@ def decode(
 
 
 @app.command()
+def migrate(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    show_status: Annotated[
+        bool, typer.Option("--status", help="Only show current and latest schema versions.")
+    ] = False,
+) -> None:
+    """Bring the run's DuckDB store up to the latest schema (migrating twice is a no-op)."""
+    paths = RunPaths(run)
+    if show_status:
+        with open_store(paths.require(paths.store, "migrate"), read_only=True) as con:
+            state = migration_status(con)
+        _emit(f"store: {paths.store}", asdict(state))
+        return
+    with open_store(paths.store) as con:  # opening for writing applies what is pending
+        applied = apply_migrations(con)
+        state = migration_status(con)
+    _emit(f"store: {paths.store}", {**asdict(state), "applied_now": applied})
+
+
+@app.command()
+def build(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    gamma: GammasOpt = ",".join(map(str, DEFAULT_GAMMAS)),
+    positional: Annotated[
+        bool, typer.Option(help="Add the position (y, x) to every context key.")
+    ] = False,
+) -> None:
+    """Build the exact n-gram tables (context → next-token histograms) of the training latents."""
+    gammas = parse_int_list(gamma, "--gamma") or DEFAULT_GAMMAS
+    built = build_run_tables(RunPaths(run), gammas, positional=positional)
+    _emit("tables built", {t.name: _table_figures(t) for t in built})
+
+
+def _table_figures(table: Any) -> dict[str, Any]:
+    return {
+        "windows": table.windows,
+        "contexts": table.contexts,
+        "rows": table.rows,
+        "images": table.images,
+        "build_s": round(table.build_seconds, 3),
+    }
+
+
+@app.command()
+def tables(run: RunOpt = DEFAULT_RUN_DIR) -> None:
+    """List the n-gram tables built in the run's store, with their sizes."""
+    paths = RunPaths(run)
+    with open_store(paths.require(paths.store, "build"), read_only=True) as con:
+        built = list_tables(con)
+        sizes = dict(
+            con.execute("SELECT table_id, count(*) FROM ngrams GROUP BY table_id").fetchall()
+        )
+    if not built:
+        typer.echo("no tables built yet: run `latentgram build`")
+        return
+    typer.echo(f"{'table':<6} {'γ':>3} {'windows':>10} {'contexts':>10} {'rows':>10} {'built':>20}")
+    for t in built:
+        typer.echo(
+            f"{t.name:<6} {t.gamma:>3} {t.windows:>10,} {t.contexts:>10,} "
+            f"{sizes.get(t.table_id, 0):>10,} {t.created_at:%Y-%m-%d %H:%M:%S}"
+        )
+
+
+@app.command()
+def sample(
+    out: Annotated[Path, typer.Option(help="PNG grid of the decoded samples.")] = Path(
+        "samples.png"
+    ),
+    run: RunOpt = DEFAULT_RUN_DIR,
+    gamma: Annotated[int, typer.Option(help="Window size of the table to sample from.")] = 5,
+    n: Annotated[int, typer.Option("-n", "--n", help="Number of samples.", min=1)] = 64,
+    seed: Annotated[int, typer.Option(help="Same seed, same samples.")] = 0,
+    temperature: Annotated[
+        float, typer.Option(help="Weights are count^(1/T); < 1 sharpens, > 1 flattens.")
+    ] = 1.0,
+    budget: Annotated[int, typer.Option(help="Search steps allowed per sample.", min=1)] = 1000,
+    positional: Annotated[bool, typer.Option(help="Sample from the positional table.")] = False,
+) -> None:
+    """Draw exact samples by search with backtracking; writes a PNG grid and their latents."""
+    paths = RunPaths(run)
+    config = SampleConfig(n=n, seed=seed, temperature=temperature, budget=budget)
+    result = sample_run(paths, gamma=gamma, config=config, positional=positional)
+    batch = result.batch
+    save_png(make_grid(result.images[batch.ok]), out)
+    latents_path = out.with_suffix(".parquet")
+    write_latents(latents_path, samples_as_latents(paths, result))
+    failures = {
+        str(k): int(v)
+        for k, v in zip(*np.unique(batch.failure[~batch.ok], return_counts=True), strict=True)
+    }
+    _emit(
+        f"samples: {out} (latents: {latents_path})",
+        {
+            "gamma": gamma,
+            "ok": int(batch.ok.sum()),
+            "failed": failures,
+            "median_backtracks": float(np.median(batch.backtracks)) if len(batch) else 0.0,
+            "index_mib": round(result.index_bytes / 2**20, 2),
+        },
+    )
+
+
+@app.command()
 def prepare(
     run: RunOpt = DEFAULT_RUN_DIR,
     source: SourceOpt = "fashion-mnist",
@@ -198,7 +311,7 @@ def prepare(
         bool, typer.Option(help="Keep a finished BL-AE checkpoint instead of retraining it.")
     ] = True,
 ) -> None:
-    """Run the whole pipeline with defaults: data → train BL-AE → encode."""
+    """Run the whole pipeline with defaults: data → BL-AE → encode → n-gram tables → samples."""
     paths = RunPaths(run)
     training = train_run_autoencoder(
         paths,
@@ -209,11 +322,17 @@ def prepare(
         device=device,
     )
     encoded = encode_run(paths)
+    built = build_run_tables(paths, DEFAULT_GAMMAS)
+    sheet = paths.reports / "samples-g5.png"
+    samples = sample_run(paths, gamma=5, config=SampleConfig(n=64, seed=0))
+    save_png(make_grid(samples.images[samples.batch.ok]), sheet)
     figures = {
         "run": str(paths.root.resolve()),
         "blae": _training_figures(training),
         "encode": asdict(encoded),
+        "tables": {t.name: _table_figures(t) for t in built},
         "training_curve": str(paths.blae_curve),
+        "samples": str(sheet),
     }
     _emit(f"run ready: {paths.root.resolve()}", figures)
 

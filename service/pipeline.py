@@ -9,15 +9,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from models import BLAEConfig, TrainConfig, blae_preset
+from service.bits import pack_bits, tokens_to_bits
 from service.checkpoints import load_blae
-from service.codec import encode_images
+from service.codec import decode_bits, encode_images
 from service.errors import InvalidInputError, RunError
-from service.parquet_io import LatentSet, write_images, write_latents
+from service.index import NgramIndex
+from service.parquet_io import LatentSet, read_latents, write_images, write_latents
 from service.run import RunPaths, read_run_json, update_run_json
+from service.sampler import ExactSampler, SampleBatch, SampleConfig
 from service.sources import ImageSet, load_images
+from service.store import TableInfo, build_table, open_store
 from service.training import TrainingSummary, train_autoencoder
+from service.windows import check_gamma
 
 log = logging.getLogger(__name__)
 
@@ -147,3 +153,70 @@ def ids_selection(latents: LatentSet, ids: Sequence[int] | None, limit: int | No
     if limit is not None:
         return latents.select(np.arange(min(limit, len(latents))))
     return latents
+
+
+DEFAULT_GAMMAS = (3, 5, 7)  # on a 4×4 grid, γ = 7 already sees every earlier position
+
+
+def build_run_tables(
+    paths: RunPaths,
+    gammas: Sequence[int] = DEFAULT_GAMMAS,
+    *,
+    positional: bool = False,
+    progress: bool = True,
+) -> list[TableInfo]:
+    """Build (or rebuild) the n-gram tables of the run's training latents, one per γ."""
+    for gamma in gammas:
+        check_gamma(gamma)
+    latents = read_latents(paths.require(paths.latents, "encode"))
+    built = []
+    with open_store(paths.store) as con:
+        for gamma in tqdm(gammas, desc="build n-gram tables", unit="table", disable=not progress):
+            built.append(
+                build_table(con, latents, gamma=gamma, positional=positional, run=str(paths.root))
+            )
+    update_run_json(
+        paths,
+        "tables",
+        {
+            t.name: {"contexts": t.contexts, "rows": t.rows, "seconds": t.build_seconds}
+            for t in built
+        },
+    )
+    return built
+
+
+@dataclass(frozen=True)
+class GeneratedSamples:
+    batch: SampleBatch
+    images: np.ndarray  # (n, channels, size, size) uint8 decoded through the BL-AE
+    index_bytes: int
+
+
+def sample_run(
+    paths: RunPaths, *, gamma: int, config: SampleConfig, positional: bool = False
+) -> GeneratedSamples:
+    """Draw exact samples from the run's γ table and decode them."""
+    check_gamma(gamma)
+    with open_store(paths.require(paths.store, "build"), read_only=True) as con:
+        index = NgramIndex.load(con, gamma, positional)
+    batch = ExactSampler(index).sample(config)
+    model = load_blae(paths).model
+    bits = tokens_to_bits(batch.tokens, index.info.latent_channels)
+    return GeneratedSamples(batch, decode_bits(model, bits), index.nbytes)
+
+
+def samples_as_latents(paths: RunPaths, generated: GeneratedSamples) -> LatentSet:
+    """Finished samples as a LatentSet (split "sample", ids 0…), to write as Parquet."""
+    batch = generated.batch
+    channels = int(read_latents(paths.latents).shape[0])
+    bits = tokens_to_bits(batch.tokens[batch.ok], channels)
+    ids = np.flatnonzero(batch.ok).astype(np.int64)
+    return LatentSet(
+        ids=ids,
+        splits=np.full(len(ids), "sample"),
+        labels=np.full(len(ids), -1, np.int64),
+        packed=pack_bits(bits),
+        shape=(channels, *batch.tokens.shape[1:]),
+        model_sha256=load_blae(paths).sha256,
+    )

@@ -1,0 +1,217 @@
+"""The DuckDB n-gram store: build γ tables atomically, list them, read them (DESIGN.md §4).
+
+Many readers, one writer: the service opens the file read-only; builds go through the CLI.
+A build runs in one transaction under a staging table id, so a build killed at any moment
+leaves the previous table in service and nothing half-built visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from service.bits import bits_to_tokens
+from service.errors import InvalidInputError, RunError
+from service.migrate import migrate
+from service.parquet_io import LatentSet
+from service.windows import build_windows, check_gamma
+
+log = logging.getLogger(__name__)
+
+
+def table_name(gamma: int, positional: bool) -> str:
+    return f"g{gamma}{'p' if positional else ''}"
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A catalogue row of a ready table."""
+
+    table_id: int
+    name: str
+    gamma: int
+    positional: bool
+    run: str
+    model_sha256: str
+    latent_channels: int
+    grid_height: int
+    grid_width: int
+    windows: int
+    contexts: int
+    rows: int
+    images: int
+    build_seconds: float
+    created_at: datetime
+
+
+_INFO_COLUMNS = (
+    "table_id, name, gamma, by_position, run, model_sha256, latent_channels, grid_height,"
+    " grid_width, windows, contexts, rows, images, build_seconds, created_at"
+)
+
+
+def open_store(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Connect to the store; a writer brings the schema up to date first."""
+    if read_only:
+        if not path.exists():
+            raise RunError(f"{path} is missing: run `latentgram build` first")
+        return duckdb.connect(str(path), read_only=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    migrate(con)
+    return con
+
+
+def list_tables(con: duckdb.DuckDBPyConnection) -> list[TableInfo]:
+    rows = con.execute(
+        f"SELECT {_INFO_COLUMNS} FROM ngram_tables WHERE state = 'ready'"
+        " ORDER BY gamma, by_position"
+    ).fetchall()
+    return [TableInfo(*row) for row in rows]
+
+
+def get_table(con: duckdb.DuckDBPyConnection, gamma: int, positional: bool = False) -> TableInfo:
+    """The ready table for γ, or InvalidInputError listing what is built."""
+    check_gamma(gamma)
+    for info in list_tables(con):
+        if info.gamma == gamma and info.positional == positional:
+            return info
+    built = ", ".join(t.name for t in list_tables(con)) or "none"
+    raise InvalidInputError(
+        f"no table built for gamma={gamma}{' (positional)' if positional else ''}; "
+        f"built: {built}. Run `latentgram build --gamma {gamma}`"
+    )
+
+
+def _windows_arrow(latents: LatentSet, gamma: int, positional: bool) -> pa.Table:
+    """All training windows as an Arrow table DuckDB can GROUP BY without copying."""
+    c = latents.shape[0]
+    tokens = bits_to_tokens(latents.bits())  # (N, H, W)
+    w = build_windows(tokens, latents.ids, gamma, pad=1 << c, positional=positional)
+    context_bytes = np.ascontiguousarray(w.contexts.astype("<u4")).view(np.uint8)
+    width = context_bytes.shape[1]
+    blob = pa.Array.from_buffers(
+        pa.binary(width), len(w.keys), [None, pa.py_buffer(context_bytes.tobytes())]
+    )
+    return pa.table(
+        {
+            "context_key": w.keys,
+            "context": blob.cast(pa.binary()),
+            "position": w.positions.astype(np.int32),
+            "token": w.tokens.astype(np.int32),
+            "image": w.images,
+        }
+    )
+
+
+def build_table(
+    con: duckdb.DuckDBPyConnection,
+    latents: LatentSet,
+    *,
+    gamma: int,
+    positional: bool = False,
+    run: str = "",
+) -> TableInfo:
+    """Count every (context, token) of the training latents into a new ready γ table.
+
+    Replaces the previous table of the same name in the same transaction.
+    """
+    check_gamma(gamma)
+    if latents.shape[0] > 16:
+        raise InvalidInputError(f"tokens hold at most 16 bits, latents have {latents.shape[0]}")
+    train = latents.select(latents.splits == "train")
+    if len(train) == 0:
+        raise InvalidInputError("latents have no training split to build from")
+    name = table_name(gamma, positional)
+    started = time.perf_counter()
+    windows = _windows_arrow(train, gamma, positional)
+    _, h, w = train.shape
+    con.register("lg_windows", windows)
+    try:
+        _check_no_key_collision(con)
+        con.execute("BEGIN TRANSACTION")
+        table_id = con.execute("SELECT nextval('ngram_table_ids')").fetchall()[0][0]
+        con.execute(
+            "INSERT INTO ngram_tables (table_id, name, gamma, by_position, state, run,"
+            " model_sha256, latent_channels, grid_height, grid_width)"
+            " VALUES (?, ?, ?, ?, 'building', ?, ?, ?, ?, ?)",
+            [table_id, name, gamma, positional, run, train.model_sha256, train.shape[0], h, w],
+        )
+        # The one GROUP BY of the build: the histogram of eq. 9 with provenance.
+        con.execute(
+            f"""
+            INSERT INTO ngrams
+            SELECT {table_id}, context_key, any_value(context),
+                   {"any_value(position)" if positional else "NULL"}, token,
+                   count(*), count(DISTINCT image), min(image)
+            FROM lg_windows
+            GROUP BY context_key, token
+            ORDER BY context_key, token
+            """
+        )
+        contexts, rows = con.execute(
+            "SELECT count(DISTINCT context_key), count(*) FROM ngrams WHERE table_id = ?",
+            [table_id],
+        ).fetchall()[0]
+        old = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_id FROM ngram_tables WHERE name = ? AND table_id <> ?",
+                [name, table_id],
+            ).fetchall()
+        ]
+        if old:
+            con.execute("DELETE FROM ngrams WHERE table_id IN (SELECT unnest(?))", [old])
+            con.execute("DELETE FROM ngram_tables WHERE table_id IN (SELECT unnest(?))", [old])
+        con.execute(
+            "UPDATE ngram_tables SET state = 'ready', windows = ?, contexts = ?, rows = ?,"
+            " images = ?, build_seconds = ? WHERE table_id = ?",
+            [len(windows), contexts, rows, len(train), time.perf_counter() - started, table_id],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("lg_windows")
+    con.execute("CHECKPOINT")
+    info = get_table(con, gamma, positional)
+    log.info(
+        "built %s: %d windows, %d contexts in %.2fs",
+        name,
+        info.windows,
+        info.contexts,
+        info.build_seconds,
+    )
+    return info
+
+
+def _check_no_key_collision(con: duckdb.DuckDBPyConnection) -> None:
+    """Two different contexts with one 64-bit key would merge histograms: refuse the build."""
+    clashes = con.execute(
+        "SELECT count(*) FROM (SELECT context_key FROM lg_windows"
+        " GROUP BY context_key HAVING min(context) <> max(context))"
+    ).fetchall()[0][0]
+    if clashes:
+        raise RunError(f"{clashes} context hash collisions: report this, it should never happen")
+
+
+def read_table(
+    con: duckdb.DuckDBPyConnection,
+    info: TableInfo,
+    columns: Sequence[str] = ("context_key", "token", "count", "example_image"),
+) -> pa.Table:
+    """A table's rows sorted by (context_key, token), through Arrow (no per-row Python)."""
+    cols = ", ".join(columns)
+    return con.sql(
+        f"SELECT {cols} FROM ngrams WHERE table_id = $id ORDER BY context_key, token",
+        params={"id": info.table_id},
+    ).to_arrow_table()

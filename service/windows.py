@@ -1,0 +1,122 @@
+"""Causal γ-windows over token grids (DESIGN.md §3), vectorized over all images and positions.
+
+For γ odd ≥ 3 and r = (γ−1)/2, the context of (y, x) is, in this order, the tokens at
+(y+dy, x+dx) for dy = −r … −1, dx = −r … r, then dy = 0, dx = −r … −1: 2r(r+1) tokens, PAD (= 2^C)
+outside the grid. A context is stored and looked up by a 64-bit hash key of those tokens (and,
+for positional tables, the position); the build checks that no two contexts share a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from service.errors import InvalidInputError
+
+# splitmix64 constants (Steele et al.); numpy uint64 arithmetic wraps, which is what we want.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_NO_POSITION = -1
+
+
+def check_gamma(gamma: int) -> int:
+    """γ itself, or InvalidInputError when it is not an odd window size ≥ 3."""
+    if not isinstance(gamma, (int, np.integer)) or gamma < 3 or gamma % 2 == 0:
+        raise InvalidInputError(f"gamma must be an odd window size ≥ 3 (3, 5, 7, …), got {gamma}")
+    return int(gamma)
+
+
+@cache
+def context_offsets(gamma: int) -> np.ndarray:
+    """(K, 2) array of (dy, dx) in the fixed context order; K = 2r(r+1)."""
+    r = (check_gamma(gamma) - 1) // 2
+    above = [(dy, dx) for dy in range(-r, 0) for dx in range(-r, r + 1)]
+    left = [(0, dx) for dx in range(-r, 0)]
+    offsets = np.array(above + left, dtype=np.int64)
+    offsets.setflags(write=False)
+    return offsets
+
+
+def context_size(gamma: int) -> int:
+    r = (check_gamma(gamma) - 1) // 2
+    return 2 * r * (r + 1)
+
+
+def pad_grids(tokens: np.ndarray, gamma: int, pad: int) -> np.ndarray:
+    """(N, H, W) → (N, H + r, W + 2r) with PAD above, left and right; (y, x) moves to (y+r, x+r)."""
+    r = (gamma - 1) // 2
+    return np.pad(tokens, ((0, 0), (r, 0), (r, r)), constant_values=pad)
+
+
+def gather_contexts(
+    padded: np.ndarray, rows: np.ndarray, ys: np.ndarray, xs: np.ndarray, gamma: int
+) -> np.ndarray:
+    """Contexts of grid `rows[i]` at (ys[i], xs[i]) from padded grids → (M, K) tokens."""
+    r = (gamma - 1) // 2
+    off = context_offsets(gamma)
+    return padded[
+        rows[:, None], ys[:, None] + r + off[None, :, 0], xs[:, None] + r + off[None, :, 1]
+    ]
+
+
+def extract_windows(tokens: np.ndarray, gamma: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every window of every grid: (N·H·W, K) contexts and (N·H·W,) next tokens.
+
+    Rows are ordered image-major, then raster order: row i is image i // (H·W), position
+    i % (H·W). One fancy-indexing gather, no Python loop over windows.
+    """
+    check_gamma(gamma)
+    n, h, w = tokens.shape
+    padded = pad_grids(tokens, gamma, pad)
+    rows = np.repeat(np.arange(n), h * w)
+    ys = np.tile(np.repeat(np.arange(h), w), n)
+    xs = np.tile(np.tile(np.arange(w), h), n)
+    return gather_contexts(padded, rows, ys, xs, gamma), tokens.reshape(-1)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def context_keys(contexts: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+    """(M, K) tokens (and optional (M,) positions) → (M,) int64 hash keys.
+
+    One multiply-xor round per context slot over all rows at once; positions enter as one more
+    slot, so a positional key never equals the plain key of the same tokens.
+    """
+    with np.errstate(over="ignore"):
+        h = np.full(len(contexts), _GOLDEN, dtype=np.uint64)
+        for k in range(contexts.shape[1]):
+            h = _splitmix(h ^ (contexts[:, k].astype(np.uint64) + _GOLDEN))
+        pos = positions if positions is not None else np.full(len(contexts), _NO_POSITION)
+        h = _splitmix(h ^ pos.astype(np.int64).astype(np.uint64))
+    return h.view(np.int64)
+
+
+@dataclass(frozen=True)
+class WindowSet:
+    """All windows of a set of token grids, keyed for the store."""
+
+    keys: np.ndarray  # (M,) int64 context hash
+    contexts: np.ndarray  # (M, K) int64 context tokens
+    positions: np.ndarray  # (M,) int64 raster position y·W + x
+    tokens: np.ndarray  # (M,) int64 next token
+    images: np.ndarray  # (M,) int64 image id the window comes from
+
+
+def build_windows(
+    tokens: np.ndarray, image_ids: np.ndarray, gamma: int, pad: int, *, positional: bool = False
+) -> WindowSet:
+    """Windows of every grid in `tokens` (N, H, W) with their keys and source image ids."""
+    n, h, w = tokens.shape
+    contexts, nxt = extract_windows(tokens, gamma, pad)
+    positions = np.tile(np.arange(h * w, dtype=np.int64), n)
+    keys = context_keys(contexts, positions if positional else None)
+    return WindowSet(keys, contexts, positions, nxt, np.repeat(image_ids.astype(np.int64), h * w))
