@@ -25,15 +25,15 @@ LEAK = 0.2  # LeakyReLU slope, also the gain used by the Kaiming initialization 
 class BLAEConfig:
     image_channels: int = 1  # 1 for grey, 3 for RGB
     image_size: int = 28  # side of the (square) dataset images; padded up to a multiple of 2^levels
-    latent_channels: int = 16  # C: bits per grid cell, so tokens are 0 … 2^C − 1 (C ≤ 16)
-    encoder_widths: tuple[int, ...] = (32, 128, 256)  # one stride-2 conv per entry: 32→16→8→4
+    latent_channels: int = 12  # C: bits per grid cell, so tokens are 0 … 2^C − 1 (C ≤ 16)
+    encoder_widths: tuple[int, ...] = (16, 64, 128)  # one stride-2 conv per entry: 32→16→8→4
     head_width: int = 256  # width of the hidden 1×1 convolutions (the paper's tables: 1024, 8196)
     head_layers: int = 1  # hidden 1×1 layers between the grid and the code, on each side
-    decoder_widths: tuple[int, ...] = (256, 256, 128, 32)  # levels + 1 entries: 4→8→16→32
+    decoder_widths: tuple[int, ...] = (128, 64, 32, 16)  # levels + 1 entries: 4→8→16→32
     noise: str = "triangular"  # "triangular" (Tri(κ)) or "gaussian"
-    sigma: float = 1.0  # noise scale; ≈1 is what makes the codes binary (0.5 leaves them soft)
-    kappa: float = 2.0  # Tri(κ) shape; 2 is the plain triangle
-    code_gain: float = 1.0  # z = tanh(gain · a): a gain > 1 lets the codes reach ±1 sooner
+    sigma: float = 1.25  # noise scale; ≥ 1 is what makes the codes binary (0.5 leaves them soft)
+    kappa: float = 2.0  # Tri(κ) shape; 2 puts most noise near ±σ (see models/noise.py)
+    code_gain: float = 5.0  # z = tanh(gain · a): a gain > 1 lets the codes reach ±1 sooner
 
     def __post_init__(self) -> None:
         if not 1 <= self.latent_channels <= 16:
@@ -77,7 +77,7 @@ class BLAEConfig:
 # Named architectures. "default" trains on a 2-core CPU in minutes; "paper-t4"/"paper-t5" follow
 # the widths of the paper's tables 4 and 5 (1×1 layers 1024 and 8196 wide) and want a GPU.
 PRESETS: dict[str, BLAEConfig] = {
-    "tiny": BLAEConfig(
+    "tiny": BLAEConfig(  # for tests: trains in seconds
         latent_channels=8,
         encoder_widths=(8, 16, 32),
         head_width=32,
@@ -85,12 +85,18 @@ PRESETS: dict[str, BLAEConfig] = {
     ),
     "default": BLAEConfig(),
     "paper-t4": BLAEConfig(
+        latent_channels=16,
+        code_gain=1.0,
+        sigma=1.0,
         encoder_widths=(64, 128, 256),
         head_width=1024,
         head_layers=2,
         decoder_widths=(1024, 256, 128, 64),
     ),
     "paper-t5": BLAEConfig(
+        latent_channels=16,
+        code_gain=1.0,
+        sigma=1.0,
         encoder_widths=(64, 128, 256),
         head_width=8196,
         head_layers=1,

@@ -17,6 +17,8 @@ import numpy as np
 import typer
 
 from models import PRESETS, TrainConfig
+from models.arvm_train import ARVMTrainConfig
+from service.arvm_training import train_run_arvm
 from service.checkpoints import load_blae
 from service.codec import decode_packed
 from service.errors import InvalidInputError, LatentgramError
@@ -239,6 +241,31 @@ def _table_figures(table: Any) -> dict[str, Any]:
     }
 
 
+@app.command("train-arvm")
+def train_arvm_command(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    gamma: GammasOpt = ",".join(map(str, DEFAULT_GAMMAS)),
+    epochs: EpochsOpt = ARVMTrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Contexts per step.", min=1)] = (
+        ARVMTrainConfig.batch_size
+    ),
+    lr: Annotated[float, typer.Option(help="Peak Adam learning rate.", min=0)] = ARVMTrainConfig.lr,
+    hidden: Annotated[int, typer.Option(help="Width of the hidden layers.", min=1)] = 1024,
+    layers: Annotated[int, typer.Option(help="Number of hidden layers.", min=1)] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for init and shuffles.")] = 0,
+    positional: Annotated[bool, typer.Option(help="Train on the positional table.")] = False,
+) -> None:
+    """Train the γ-ARVM (KL to the table's histograms) for each γ; checkpoints go to the run."""
+    config = ARVMTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    results = {}
+    for g in parse_int_list(gamma, "--gamma") or DEFAULT_GAMMAS:
+        summary = train_run_arvm(
+            RunPaths(run), g, config=config, hidden=hidden, layers=layers, positional=positional
+        )
+        results[f"g{g}"] = asdict(summary)
+    _emit("γ-ARVMs trained", results)
+
+
 @app.command()
 def tables(run: RunOpt = DEFAULT_RUN_DIR) -> None:
     """List the n-gram tables built in the run's store, with their sizes."""
@@ -273,11 +300,29 @@ def sample(
     ] = 1.0,
     budget: Annotated[int, typer.Option(help="Search steps allowed per sample.", min=1)] = 1000,
     positional: Annotated[bool, typer.Option(help="Sample from the positional table.")] = False,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="exact (search with backtracking), backoff (smaller γ tables where γ has no "
+            "answer), hybrid (the γ-ARVM where the table has no answer) or neural (γ-ARVM only)."
+        ),
+    ] = "exact",
+    complete: Annotated[
+        bool,
+        typer.Option(help="Finish exact samples whose budget ran out in hybrid mode."),
+    ] = False,
 ) -> None:
-    """Draw exact samples by search with backtracking; writes a PNG grid and their latents."""
+    """Draw samples; writes a PNG grid of the finished ones and their latents as Parquet."""
     paths = RunPaths(run)
     config = SampleConfig(n=n, seed=seed, temperature=temperature, budget=budget)
-    result = sample_run(paths, gamma=gamma, config=config, positional=positional)
+    result = sample_run(
+        paths,
+        gamma=gamma,
+        config=config,
+        mode=mode,
+        positional=positional,
+        complete_with_hybrid=complete,
+    )
     batch = result.batch
     save_png(make_grid(result.images[batch.ok]), out)
     latents_path = out.with_suffix(".parquet")
@@ -290,7 +335,9 @@ def sample(
         f"samples: {out} (latents: {latents_path})",
         {
             "gamma": gamma,
+            "mode": mode,
             "ok": int(batch.ok.sum()),
+            "neural_share": round(float(batch.neural_share.mean()), 4) if len(batch) else 0.0,
             "failed": failures,
             "median_backtracks": float(np.median(batch.backtracks)) if len(batch) else 0.0,
             "index_mib": round(result.index_bytes / 2**20, 2),

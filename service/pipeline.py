@@ -12,16 +12,18 @@ import numpy as np
 from tqdm import tqdm
 
 from models import BLAEConfig, TrainConfig, blae_preset
+from service.arvm_training import arvm_paths, load_arvm
 from service.bits import pack_bits, tokens_to_bits
 from service.checkpoints import load_blae
 from service.codec import decode_bits, encode_images
 from service.errors import InvalidInputError, RunError
+from service.generation import MODES, Generator
 from service.index import NgramIndex
 from service.parquet_io import LatentSet, read_latents, write_images, write_latents
 from service.run import RunPaths, read_run_json, update_run_json
-from service.sampler import ExactSampler, SampleBatch, SampleConfig
+from service.sampler import SampleBatch, SampleConfig
 from service.sources import ImageSet, load_images
-from service.store import TableInfo, build_table, open_store
+from service.store import TableInfo, build_table, list_tables, open_store
 from service.training import TrainingSummary, train_autoencoder
 from service.windows import check_gamma
 
@@ -73,6 +75,7 @@ def train_run_autoencoder(
     resume: bool = False,
     device: str = "auto",
     progress: bool = True,
+    stop_epoch: int | None = None,
 ) -> TrainingSummary:
     images = data.load()
     c, h, _ = images.shape
@@ -91,6 +94,7 @@ def train_run_autoencoder(
         resume=resume,
         device=device,
         progress=progress,
+        stop_epoch=stop_epoch,
     )
 
 
@@ -193,17 +197,42 @@ class GeneratedSamples:
     index_bytes: int
 
 
-def sample_run(
-    paths: RunPaths, *, gamma: int, config: SampleConfig, positional: bool = False
-) -> GeneratedSamples:
-    """Draw exact samples from the run's γ table and decode them."""
+def load_generator(
+    paths: RunPaths, *, gamma: int, mode: str, positional: bool = False
+) -> Generator:
+    """The tables and γ-ARVM that sampling in `mode` at `gamma` needs, loaded from the run."""
     check_gamma(gamma)
-    with open_store(paths.require(paths.store, "build"), read_only=True) as con:
-        index = NgramIndex.load(con, gamma, positional)
-    batch = ExactSampler(index).sample(config)
+    if mode not in MODES:
+        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    shape = read_latents(paths.require(paths.latents, "encode")).shape
+    indexes = {}
+    if mode != "neural":
+        with open_store(paths.require(paths.store, "build"), read_only=True) as con:
+            built = {t.gamma for t in list_tables(con) if t.positional == positional}
+            wanted = {g for g in built if g <= gamma} if mode == "backoff" else {gamma} & built
+            indexes = {g: NgramIndex.load(con, g, positional) for g in sorted(wanted)}
+    networks = {}
+    if arvm_paths(paths, gamma)[0].exists():
+        networks[gamma] = load_arvm(paths, gamma)
+    return Generator(shape, indexes, networks)
+
+
+def sample_run(
+    paths: RunPaths,
+    *,
+    gamma: int,
+    config: SampleConfig,
+    mode: str = "exact",
+    positional: bool = False,
+    complete_with_hybrid: bool = False,
+) -> GeneratedSamples:
+    """Draw samples from the run in any mode and decode them through the BL-AE."""
+    generator = load_generator(paths, gamma=gamma, mode=mode, positional=positional)
+    batch = generator.sample(gamma, mode, config, complete_with_hybrid=complete_with_hybrid)
     model = load_blae(paths).model
-    bits = tokens_to_bits(batch.tokens, index.info.latent_channels)
-    return GeneratedSamples(batch, decode_bits(model, bits), index.nbytes)
+    bits = tokens_to_bits(batch.tokens, generator.latent_shape[0])
+    index_bytes = sum(i.nbytes for i in generator.indexes.values())
+    return GeneratedSamples(batch, decode_bits(model, bits), index_bytes)
 
 
 def samples_as_latents(paths: RunPaths, generated: GeneratedSamples) -> LatentSet:

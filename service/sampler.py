@@ -17,7 +17,7 @@ choices keep it fast where most branches die:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class SampleConfig:
     seed: int = 0  # same seed, same samples
     temperature: float = 1.0  # weight count^(1/T): < 1 sharpens, > 1 flattens
     budget: int = 1000  # search steps per sample (one step: enter, advance or backtrack once)
-    batch_size: int = 8192  # samples searched together
+    batch_size: int = 32768  # samples searched together: more amortizes the per-step overhead
 
     def __post_init__(self) -> None:
         if self.n < 0:
@@ -53,21 +53,36 @@ class SampleConfig:
             raise InvalidInputError(f"batch_size must be ≥ 1, got {self.batch_size}")
 
 
+NEURAL = 0  # `answered_by` of a position the γ-ARVM filled
+UNFILLED = -1  # `answered_by` of a position a failed sample never reached
+
+
 @dataclass(frozen=True)
 class SampleBatch:
     """Samples and their provenance; arrays are indexed by sample, then (y, x)."""
 
-    tokens: np.ndarray  # (n, H, W) int64; positions after a failure hold the last tried tokens
-    ok: np.ndarray  # (n,) bool: the search finished
-    failure: np.ndarray  # (n,) str: "" when ok, else FAILED_BUDGET or FAILED_EXHAUSTED
+    tokens: np.ndarray  # (n, H, W) int64; positions a failed sample never filled hold junk
+    ok: np.ndarray  # (n,) bool: every position is filled
+    failure: np.ndarray  # (n,) str: "" when ok, else why (FAILED_BUDGET, FAILED_EXHAUSTED, …)
     backtracks: np.ndarray  # (n,) int64: times the search went back one position
     steps: np.ndarray  # (n,) int64
-    examples: np.ndarray  # (n, H, W) int64: a training image holding each position's window
-    gamma: int = 0
-    info: dict[str, object] = field(default_factory=dict)
+    examples: np.ndarray  # (n, H, W) int64: a training image holding the window, −1 if neural
+    answered_by: np.ndarray  # (n, H, W) int64: γ of the table that chose the token, 0 neural
+    placed: np.ndarray  # (n,) int64: positions filled (all of them when ok)
 
     def __len__(self) -> int:
         return len(self.ok)
+
+    @property
+    def neural_share(self) -> np.ndarray:
+        """(n,) share of each sample's positions that the γ-ARVM filled."""
+        return (self.answered_by == NEURAL).mean(axis=(1, 2))
+
+    @staticmethod
+    def concatenate(parts: list[SampleBatch]) -> SampleBatch:
+        return SampleBatch(
+            *(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(SampleBatch))
+        )
 
 
 def uniform(seed: int, sample: np.ndarray, step: np.ndarray, j: np.ndarray | int = 0) -> np.ndarray:
@@ -104,20 +119,12 @@ class ExactSampler:
         return self._weights[temperature]
 
     def sample(self, config: SampleConfig) -> SampleBatch:
-        parts = [
-            self._search(np.arange(s, min(s + config.batch_size, config.n)), config)
-            for s in range(0, config.n, config.batch_size)
-        ]
-        if not parts:
-            return self._search(np.arange(0), config)
-        return SampleBatch(
-            tokens=np.concatenate([p.tokens for p in parts]),
-            ok=np.concatenate([p.ok for p in parts]),
-            failure=np.concatenate([p.failure for p in parts]),
-            backtracks=np.concatenate([p.backtracks for p in parts]),
-            steps=np.concatenate([p.steps for p in parts]),
-            examples=np.concatenate([p.examples for p in parts]),
-            gamma=self.index.gamma,
+        starts = range(0, max(config.n, 1), config.batch_size)
+        return SampleBatch.concatenate(
+            [
+                self._search(np.arange(s, min(s + config.batch_size, config.n)), config)
+                for s in starts
+            ]
         )
 
     def _search(self, sample_ids: np.ndarray, config: SampleConfig) -> SampleBatch:
@@ -171,11 +178,17 @@ class ExactSampler:
                 gd = depth[go]
                 seg_start[go, gd], seg_end[go, gd] = start, end
                 order_off[go, gd], cursor[go, gd] = -1, 0
-                # first candidate by inverse CDF: P(row) ∝ weight, no order materialized
-                u = uniform(config.seed, sample_ids[go], steps[go])
-                base = weights.cum[start] - weights.w[start]
-                target = base + u * (weights.cum[end - 1] - base)
-                row = np.clip(np.searchsorted(weights.cum, target, side="right"), start, end - 1)
+                # first candidate by inverse CDF: P(row) ∝ weight, no order materialized; most
+                # contexts have a single next token, which needs no draw at all
+                row = start.copy()
+                many = np.flatnonzero(end - start > 1)
+                if len(many):
+                    s0, e0 = start[many], end[many]
+                    u = uniform(config.seed, sample_ids[go[many]], steps[go[many]])
+                    base = weights.cum[s0] - weights.w[s0]
+                    target = base + u * (weights.cum[e0 - 1] - base)
+                    drawn = np.searchsorted(weights.cum, target, side="right")
+                    row[many] = np.clip(drawn, s0, e0 - 1)
                 place(go, row)
 
             if len(advance):
@@ -207,16 +220,18 @@ class ExactSampler:
                 depth[back] -= 1
                 backtracks[back] += 1
 
-        examples = np.where(rows >= 0, index.examples[np.maximum(rows, 0)], -1)
-        ok = failure == ""
+        placed = np.maximum(depth, 0)
+        filled = np.arange(positions)[None, :] < placed[:, None]
+        examples = np.where(filled, index.examples[np.maximum(rows, 0)], -1)
         return SampleBatch(
             tokens=grid[:, r:, r : r + w].copy(),
-            ok=ok,
+            ok=failure == "",
             failure=failure.astype(str),
             backtracks=backtracks,
             steps=steps,
             examples=examples.reshape(b, h, w),
-            gamma=gamma,
+            answered_by=np.where(filled, gamma, UNFILLED).reshape(b, h, w),
+            placed=placed,
         )
 
     def _materialize(

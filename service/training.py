@@ -59,6 +59,7 @@ def train_autoencoder(
     resume: bool = False,
     device: str = "auto",
     progress: bool = True,
+    stop_epoch: int | None = None,
 ) -> TrainingSummary:
     """Train (or resume) the run's BL-AE on the train split; checkpoint after every epoch."""
     train_images = images.split("train").images
@@ -129,6 +130,7 @@ def train_autoencoder(
         train_config,
         optimizer=opt_in,
         start_epoch=start_epoch,
+        stop_epoch=stop_epoch,
         on_step=on_step,
         on_epoch=on_epoch,
     )
@@ -137,13 +139,14 @@ def train_autoencoder(
         train_m, test_m = _evaluate(model, images, train_config.precision)
         summary.update(train=train_m, test=test_m, sha256=load_blae(paths).sha256)
     wall = time.perf_counter() - started
+    epochs_done = max(start_epoch, min(train_config.epochs, stop_epoch or train_config.epochs))
     update_run_json(
         paths,
         "blae",
         {
             "config": blae_config.to_dict(),
             "train": train_config.to_dict(),
-            "epochs_done": max(train_config.epochs, start_epoch),
+            "epochs_done": epochs_done,
             "device": str(dev),
             "wall_s": round(wall, 1),
             "weights_sha256": summary["sha256"],
@@ -152,7 +155,7 @@ def train_autoencoder(
         },
     )
     return TrainingSummary(
-        epochs_done=max(train_config.epochs, start_epoch),
+        epochs_done=epochs_done,
         wall_s=wall,
         train=summary["train"],
         test=summary["test"],

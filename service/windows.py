@@ -88,14 +88,20 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
 def context_keys(contexts: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
     """(M, K) tokens (and optional (M,) positions) → (M,) int64 hash keys.
 
-    One multiply-xor round per context slot over all rows at once; positions enter as one more
-    slot, so a positional key never equals the plain key of the same tokens.
+    One xor-multiply-xorshift round per context slot over all rows at once (the sampler calls
+    this every step, so it is kept to four array operations per slot), then a full splitmix64
+    finalizer. Positions enter the finalizer, so a positional key differs from the plain key of
+    the same tokens. Two different contexts share a key with probability ~2^-64: the build checks
+    the training contexts for it, and a query colliding with a training key is ~1e-13 likely.
     """
+    tokens = np.asarray(contexts).astype(np.uint64)
     with np.errstate(over="ignore"):
-        h = np.full(len(contexts), _GOLDEN, dtype=np.uint64)
-        for k in range(contexts.shape[1]):
-            h = _splitmix(h ^ (contexts[:, k].astype(np.uint64) + _GOLDEN))
-        pos = positions if positions is not None else np.full(len(contexts), _NO_POSITION)
+        h = np.full(len(tokens), _GOLDEN, dtype=np.uint64)
+        for k in range(tokens.shape[1]):
+            h ^= tokens[:, k]
+            h *= _MIX1
+            h ^= h >> np.uint64(29)
+        pos = positions if positions is not None else np.full(len(tokens), _NO_POSITION)
         h = _splitmix(h ^ pos.astype(np.int64).astype(np.uint64))
     return h.view(np.int64)
 

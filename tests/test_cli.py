@@ -5,9 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from service.parquet_io import read_latents
 from service.run import RunPaths
 
 LATENTGRAM = shutil.which("latentgram") or str(Path(sys.executable).parent / "latentgram")
@@ -19,7 +21,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_help_explains_every_command() -> None:
     out = cli("--help").stdout
-    for command in ("data", "train-ae", "encode", "decode", "prepare"):
+    for command in ("data", "train-ae", "encode", "decode", "prepare", "build", "sample", "tables"):
         assert command in out
     train_help = cli("train-ae", "--help").stdout
     for option in ("--preset", "--epochs", "--resume", "--precision", "--sigma", "--source"):
@@ -39,6 +41,35 @@ def test_prepare_then_decode(tmp_path: Path, fashion_small) -> None:
     files = cli("decode", "--run", str(run), "--ids", "3,5", "--out", str(tmp_path / "each"))
     assert files.returncode == 0, files.stderr
     assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["3.png", "5.png"]
+
+    # prepare built the default tables and a sample sheet
+    assert (paths.reports / "samples-g5.png").exists()
+    listed = cli("tables", "--run", str(run))
+    assert listed.returncode == 0 and all(f"g{g} " in listed.stdout for g in (3, 5, 7))
+    out = tmp_path / "grid.png"
+    drawn = cli(
+        "sample", "--run", str(run), "--gamma", "7", "-n", "9", "--seed", "1", "--out", str(out)
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    assert '"ok": 9' in drawn.stdout and out.exists()
+    sampled = read_latents(out.with_suffix(".parquet"))
+    training = {bytes(p) for p in read_latents(paths.latents).packed}
+    assert len(sampled) == 9 and all(bytes(p) in training for p in sampled.packed)  # γ=7 copies
+    again = cli(
+        "sample", "--run", str(run), "--gamma", "7", "-n", "9", "--seed", "1", "--out", str(out)
+    )
+    assert again.returncode == 0
+    np.testing.assert_array_equal(read_latents(out.with_suffix(".parquet")).packed, sampled.packed)
+    status = cli("migrate", "--run", str(run), "--status")
+    assert status.returncode == 0 and '"pending": []' in status.stdout
+
+    for args, message in [
+        (("build", "--gamma", "4"), "odd window size"),
+        (("sample", "--gamma", "9"), "no table built for gamma=9"),
+        (("sample", "--temperature", "0"), "temperature must be in"),
+    ]:
+        bad = cli(*args, "--run", str(run))
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
 
 
 @pytest.mark.parametrize(

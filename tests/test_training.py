@@ -12,14 +12,20 @@ from service.pipeline import DataSpec, train_run_autoencoder
 from service.run import RunPaths, read_run_json
 
 
-def test_training_drives_codes_binary(fashion_small: DataSpec) -> None:
+def test_noise_drives_codes_binary(fashion_small: DataSpec) -> None:
+    """Same model, same data: with noise on the codes brate rises; without noise it does not."""
     images = torch.from_numpy(fashion_small.load().split("train").images)
-    torch.manual_seed(0)
-    model = BLAE(blae_preset("tiny"))
-    before = evaluate_blae(model, images)
-    train_blae(model, images, TrainConfig(epochs=3, batch_size=64, precision="fp32"))
-    after = evaluate_blae(model, images)
+    config = TrainConfig(epochs=3, batch_size=64, precision="fp32")
+    results = {}
+    for sigma in (1.25, 0.0):
+        torch.manual_seed(0)
+        model = BLAE(blae_preset("tiny", code_gain=1.0, sigma=sigma))
+        before = evaluate_blae(model, images)
+        train_blae(model, images, config)
+        results[sigma] = (before, evaluate_blae(model, images))
+    before, after = results[1.25]
     assert after.brate > before.brate + 0.2
+    assert after.brate > results[0.0][1].brate + 0.15
     assert after.psnr_binary > before.psnr_binary + 3
 
 
@@ -35,15 +41,13 @@ def test_tiny_run_writes_metrics_curve_and_checkpoint(tiny_run: RunPaths) -> Non
 
 
 def test_resume_continues_exactly(tmp_path, fashion_small: DataSpec) -> None:
-    """Two epochs in one go equal one epoch, a checkpoint, and a resumed second epoch."""
+    """Two epochs in one go equal one epoch, a stop, and a resumed second epoch."""
     data = DataSpec(fashion_small.source, limit=128)
     config = TrainConfig(epochs=2, batch_size=32, seed=3, precision="fp32")
     straight, halted = RunPaths(tmp_path / "a"), RunPaths(tmp_path / "b")
     kwargs = dict(preset="tiny", device="cpu", progress=False)
     train_run_autoencoder(straight, data, train_config=config, **kwargs)
-    train_run_autoencoder(
-        halted, data, train_config=TrainConfig(**{**config.to_dict(), "epochs": 1}), **kwargs
-    )
+    train_run_autoencoder(halted, data, train_config=config, stop_epoch=1, **kwargs)
     train_run_autoencoder(halted, data, train_config=config, resume=True, **kwargs)
     a, b = load_blae(straight).model, load_blae(halted).model
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):

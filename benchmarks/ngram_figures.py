@@ -1,0 +1,134 @@
+"""n-gram store and exact sampler figures on a prepared run, each beside its baseline.
+
+    .venv/bin/python benchmarks/ngram_figures.py --run runs/default
+
+- build: windows/s of the DuckDB GROUP BY build vs a pandas groupby over the same windows;
+- sampling: grids/s of the batched exact sampler vs a depth-first search that asks DuckDB one
+  query per position (the same algorithm, without the in-memory index);
+- memory: index size per γ, and build time / index size from 10k to 60k training images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from service.bits import bits_to_tokens
+from service.index import NgramIndex
+from service.parquet_io import LatentSet, read_latents
+from service.run import RunPaths
+from service.sampler import ExactSampler, SampleConfig, uniform
+from service.store import build_table, get_table, open_store
+from service.windows import build_windows, context_keys, gather_contexts, pad_grids
+
+
+def timed(fn):  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def pandas_build(train: LatentSet, gamma: int) -> float:
+    """Baseline: the same histogram (count, distinct images, example) with a pandas groupby."""
+    started = time.perf_counter()
+    tokens = bits_to_tokens(train.bits())
+    w = build_windows(tokens, train.ids, gamma, pad=1 << train.shape[0])
+    frame = pd.DataFrame({"key": w.keys, "token": w.tokens, "image": w.images})
+    frame.groupby(["key", "token"]).agg(
+        count=("image", "size"), images=("image", "nunique"), example=("image", "min")
+    )
+    return time.perf_counter() - started
+
+
+def per_query_sampler(
+    con: duckdb.DuckDBPyConnection, gamma: int, n: int, budget: int = 1000
+) -> tuple[int, float]:
+    """Baseline: recursive depth-first search with backtracking, one DuckDB query per position."""
+    info = get_table(con, gamma)
+    h, w, r = info.grid_height, info.grid_width, (gamma - 1) // 2
+    started, finished = time.perf_counter(), 0
+    for sample in range(n):
+        grid = pad_grids(np.zeros((1, h, w), np.int64), gamma, 1 << info.latent_channels)
+        steps = 0
+
+        def search(depth: int, sample: int = sample, grid: np.ndarray = grid) -> bool:
+            nonlocal steps
+            if depth == h * w:
+                return True
+            steps += 1
+            if steps > budget:
+                return False
+            y, x = np.array([depth // w]), np.array([depth % w])
+            key = int(context_keys(gather_contexts(grid, np.zeros(1, np.int64), y, x, gamma))[0])
+            rows = con.execute(
+                "SELECT token, count FROM ngrams WHERE table_id = ? AND context_key = ?",
+                [info.table_id, key],
+            ).fetchall()
+            u = uniform(sample, np.arange(len(rows)), np.full(len(rows), steps))
+            order = np.argsort(-np.log(u) / np.array([c for _, c in rows], np.float64))
+            for i in order:  # weighted order without replacement, as the real sampler
+                grid[0, y[0] + r, x[0] + r] = rows[i][0]
+                if search(depth + 1, sample, grid):
+                    return True
+            return False
+
+        finished += search(0)
+    return finished, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/default"))
+    parser.add_argument("--samples", type=int, default=20_000)
+    parser.add_argument("--baseline-samples", type=int, default=50)
+    args = parser.parse_args()
+    latents = read_latents(RunPaths(args.run).latents)
+    train = latents.select(latents.splits == "train")
+    figures: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "b.duckdb") as con:
+        for gamma in (3, 5, 7):
+            info, build_s = timed(lambda g=gamma: build_table(con, train, gamma=g))
+            pandas_s = pandas_build(train, gamma)
+            index = NgramIndex.load(con, gamma)
+            sampler = ExactSampler(index)
+            sampler.sample(SampleConfig(n=256, seed=99))  # warm-up: weights cache
+            batch, sample_s = timed(lambda s=sampler: s.sample(SampleConfig(n=args.samples)))
+            done, base_s = per_query_sampler(con, gamma, args.baseline_samples)
+            grids_per_s = args.samples / sample_s
+            base_per_s = args.baseline_samples / base_s
+            figures[f"gamma={gamma}"] = {
+                "windows": info.windows,
+                "contexts": info.contexts,
+                "build_windows_per_s": round(info.windows / build_s),
+                "pandas_windows_per_s": round(info.windows / pandas_s),
+                "build_vs_pandas": round(pandas_s / build_s, 1),
+                "sample_grids_per_s": round(grids_per_s),
+                "sample_ok_share": round(float(batch.ok.mean()), 4),
+                "median_backtracks": float(np.median(batch.backtracks)),
+                "per_query_baseline_grids_per_s": round(base_per_s, 1),
+                "baseline_ok_share": round(done / args.baseline_samples, 3),
+                "sampler_vs_per_query": round(grids_per_s / base_per_s),
+                "index_mib": round(index.nbytes / 2**20, 2),
+            }
+        scaling = {}
+        for n in (10_000, 20_000, 40_000, 60_000):
+            part = train.select(np.arange(min(n, len(train))))
+            info, build_s = timed(lambda p=part: build_table(con, p, gamma=5))
+            scaling[str(len(part))] = {
+                "build_s": round(build_s, 3),
+                "contexts": info.contexts,
+                "index_mib": round(NgramIndex.load(con, 5).nbytes / 2**20, 2),
+            }
+        figures["gamma=5 scaling by training images"] = scaling
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
