@@ -28,7 +28,7 @@ from service.index import NgramIndex
 from service.parquet_io import LatentSet, read_latents
 from service.run import RunPaths
 from service.sampler import ExactSampler, SampleConfig, uniform
-from service.store import _first_in_image, build_table, get_table, open_store
+from service.store import build_table, first_in_image, get_table, open_store
 from service.windows import build_windows, context_keys, gather_contexts, pad_grids
 
 
@@ -44,7 +44,7 @@ def group_by_stage(train: LatentSet, gamma: int) -> tuple[float, float]:
     tokens = bits_to_tokens(train.bits())
     w = build_windows(tokens, train.ids, gamma, pad=1 << train.shape[0])
     started = time.perf_counter()
-    first = _first_in_image(w.keys, w.tokens, tokens.shape[1] * tokens.shape[2])
+    first = first_in_image(w.keys, w.tokens, tokens.shape[1] * tokens.shape[2])
     table = pa.table({"k": w.keys, "t": w.tokens, "i": w.images, "f": first.astype(np.int8)})
     con = duckdb.connect()
     con.register("w", table)

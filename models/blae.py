@@ -44,6 +44,11 @@ class BLAEConfig:
             raise ValueError("decoder_widths needs one entry more than encoder_widths")
         if self.noise not in NOISE_KINDS:
             raise ValueError(f"noise must be one of {NOISE_KINDS}, got {self.noise!r}")
+        if self.sigma < 0 or self.kappa <= 0 or self.code_gain <= 0:
+            raise ValueError(
+                f"need sigma ≥ 0, kappa > 0 and code_gain > 0, got sigma={self.sigma}, "
+                f"kappa={self.kappa}, code_gain={self.code_gain}"
+            )
 
     @property
     def levels(self) -> int:

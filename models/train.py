@@ -54,10 +54,18 @@ def psnr_from_mse(mse: float) -> float:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """ "auto" picks CUDA when present, else the CPU."""
+    """'auto' picks CUDA when present, else the CPU; ValueError for an unusable name."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
 
 
 def cpu_has_bf16() -> bool:
@@ -100,7 +108,9 @@ def evaluate_blae(
     batch_size: int = 1024,
     precision: str = "auto",
 ) -> BLAEMetrics:
-    """Reconstruction figures over uint8 images (N, channels, size, size)."""
+    """Reconstruction figures over uint8 images (N, channels, size, size), N ≥ 1."""
+    if len(images) == 0:
+        raise ValueError("evaluate_blae needs at least one image")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

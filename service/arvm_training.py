@@ -23,15 +23,16 @@ from service.bits import bits_to_tokens
 from service.errors import RunError
 from service.parquet_io import LatentSet, read_latents
 from service.run import RunPaths, file_sha256, update_run_json
-from service.store import TableInfo, get_table, open_store, read_table
+from service.store import TableInfo, get_table, open_store, read_table, table_name
 from service.windows import build_windows, context_size
 
 log = logging.getLogger(__name__)
 
 
-def arvm_paths(paths: RunPaths, gamma: int) -> tuple[Path, Path]:
-    """(weights, config) files of the γ-ARVM."""
-    return paths.root / f"arvm-g{gamma}.safetensors", paths.root / f"arvm-g{gamma}.json"
+def arvm_paths(paths: RunPaths, gamma: int, positional: bool = False) -> tuple[Path, Path]:
+    """(weights, config) files of the γ-ARVM: arvm-g5.*, or arvm-g5p.* for a positional one."""
+    name = f"arvm-{table_name(gamma, positional)}"
+    return paths.root / f"{name}.safetensors", paths.root / f"{name}.json"
 
 
 def table_histograms(con: duckdb.DuckDBPyConnection, info: TableInfo) -> HistogramSet:
@@ -117,7 +118,7 @@ def train_run_arvm(
     model = GammaARVM(arvm_config)
     steps = config.epochs * -(-len(train) // config.batch_size)
     bar = tqdm(total=steps, desc=f"train γ-ARVM g{gamma}", unit="step", disable=not progress)
-    metrics_path = paths.reports / f"arvm-g{gamma}-metrics.jsonl"
+    metrics_path = paths.reports / f"arvm-{table_name(gamma, positional)}-metrics.jsonl"
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.unlink(missing_ok=True)
     started = time.perf_counter()
@@ -141,13 +142,13 @@ def train_run_arvm(
 
     train_arvm(model, train, config, on_step=on_step, on_epoch=on_epoch)
     bar.close()
-    save_arvm(paths, model, config, table_id=info.table_id)
+    save_arvm(paths, model, config, table_id=info.table_id, positional=positional)
     summary = ARVMSummary(
         gamma, len(train), last["train_kl"], last["test_kl"], time.perf_counter() - started
     )
     update_run_json(
         paths,
-        f"arvm-g{gamma}",
+        f"arvm-{table_name(gamma, positional)}",
         {
             "config": arvm_config.to_dict(),
             "train": config.to_dict(),
@@ -155,14 +156,21 @@ def train_run_arvm(
             "train_kl": summary.train_kl,
             "test_kl": summary.test_kl,
             "wall_s": round(summary.wall_s, 1),
-            "weights_sha256": file_sha256(arvm_paths(paths, gamma)[0]),
+            "weights_sha256": file_sha256(arvm_paths(paths, gamma, positional)[0]),
         },
     )
     return summary
 
 
-def save_arvm(paths: RunPaths, model: GammaARVM, config: ARVMTrainConfig, *, table_id: int) -> None:
-    weights, meta = arvm_paths(paths, model.config.gamma)
+def save_arvm(
+    paths: RunPaths,
+    model: GammaARVM,
+    config: ARVMTrainConfig,
+    *,
+    table_id: int,
+    positional: bool = False,
+) -> None:
+    weights, meta = arvm_paths(paths, model.config.gamma, positional)
     tmp = weights.with_suffix(".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, weights)
@@ -172,13 +180,16 @@ def save_arvm(paths: RunPaths, model: GammaARVM, config: ARVMTrainConfig, *, tab
     os.replace(tmp, meta)
 
 
-def load_arvm(paths: RunPaths, gamma: int, device: str | torch.device = "cpu") -> GammaARVM:
+def load_arvm(
+    paths: RunPaths, gamma: int, positional: bool = False, device: str | torch.device = "cpu"
+) -> GammaARVM:
     """The run's γ-ARVM, rebuilt from its JSON config and safetensors weights."""
-    weights, meta = arvm_paths(paths, gamma)
+    weights, meta = arvm_paths(paths, gamma, positional)
     if not weights.exists() or not meta.exists():
+        flag = " --positional" if positional else ""
         raise RunError(
-            f"no γ-ARVM for gamma={gamma} in {paths.root}: run "
-            f"`latentgram train-arvm --run {paths.root} --gamma {gamma}` first"
+            f"no γ-ARVM for gamma={gamma}{flag} in {paths.root}: run "
+            f"`latentgram train-arvm --run {paths.root} --gamma {gamma}{flag}` first"
         )
     config = ARVMConfig(**json.loads(meta.read_text())["config"])
     model = GammaARVM(config)

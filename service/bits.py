@@ -21,7 +21,8 @@ def packed_size(shape: tuple[int, int, int]) -> int:
 
 def pack_bits(bits: np.ndarray) -> np.ndarray:
     """(N, C, H, W) bool → (N, bytes) uint8, one row per latent."""
-    flat = np.asarray(bits, dtype=bool).reshape(len(bits), -1)
+    bits = np.asarray(bits, dtype=bool)
+    flat = bits.reshape(len(bits), int(np.prod(bits.shape[1:])))
     return np.packbits(flat, axis=1)
 
 

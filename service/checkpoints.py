@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models import BLAE, BLAEConfig, TrainConfig
-from service.errors import RunError
+from service.errors import InvalidInputError, RunError
 from service.run import RunPaths, file_sha256
 
 
@@ -70,7 +70,10 @@ def load_blae(paths: RunPaths, *, device: torch.device | str = "cpu") -> BLAEChe
         model.load_state_dict(load_file(str(paths.blae_weights)))
     except (RuntimeError, OSError) as exc:
         raise RunError(f"{paths.blae_weights} does not match {paths.blae_config}: {exc}") from exc
-    model.to(device).eval()
+    try:
+        model.to(device).eval()
+    except RuntimeError as exc:  # an unknown or unavailable device name
+        raise InvalidInputError(f"cannot use device {device!r}: {exc}") from exc
     train = meta.get("train")
     return BLAECheckpoint(
         model=model,

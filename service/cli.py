@@ -1,6 +1,6 @@
 """latentgram command line: every step of a run, each safe to re-run.
 
-latentgram prepare --run runs/default       # data → train BL-AE → encode, with defaults
+latentgram prepare --run runs/default       # data → BL-AE → encode → tables → samples
 latentgram --help                           # all commands
 """
 
@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
+import duckdb
 import numpy as np
 import typer
 
@@ -102,8 +103,13 @@ def train_ae(
     latent_channels: Annotated[
         int | None, typer.Option(help="Bits per latent cell C (1..16); default: the preset's.")
     ] = None,
-    sigma: Annotated[float | None, typer.Option(help="Noise scale σ (preset: 1.0).")] = None,
-    kappa: Annotated[float | None, typer.Option(help="Tri(κ) shape; 2 is a triangle.")] = None,
+    sigma: Annotated[
+        float | None, typer.Option(help="Noise scale σ (default preset: 1.25).")
+    ] = None,
+    kappa: Annotated[
+        float | None,
+        typer.Option(help="Tri(κ) shape: 1 uniform, > 1 mass near ±1 (preset: 2), 0.5 triangle."),
+    ] = None,
     noise: Annotated[str | None, typer.Option(help="triangular or gaussian.")] = None,
     epochs: EpochsOpt = TrainConfig.epochs,
     batch_size: Annotated[
@@ -211,7 +217,8 @@ def migrate(
             state = migration_status(con)
         _emit(f"store: {paths.store}", asdict(state))
         return
-    with open_store(paths.store) as con:  # opening for writing applies what is pending
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(paths.store)) as con:
         applied = apply_migrations(con)
         state = migration_status(con)
     _emit(f"store: {paths.store}", {**asdict(state), "applied_now": applied})
@@ -272,9 +279,6 @@ def tables(run: RunOpt = DEFAULT_RUN_DIR) -> None:
     paths = RunPaths(run)
     with open_store(paths.require(paths.store, "build"), read_only=True) as con:
         built = list_tables(con)
-        sizes = dict(
-            con.execute("SELECT table_id, count(*) FROM ngrams GROUP BY table_id").fetchall()
-        )
     if not built:
         typer.echo("no tables built yet: run `latentgram build`")
         return
@@ -282,7 +286,7 @@ def tables(run: RunOpt = DEFAULT_RUN_DIR) -> None:
     for t in built:
         typer.echo(
             f"{t.name:<6} {t.gamma:>3} {t.windows:>10,} {t.contexts:>10,} "
-            f"{sizes.get(t.table_id, 0):>10,} {t.created_at:%Y-%m-%d %H:%M:%S}"
+            f"{t.rows:>10,} {t.created_at:%Y-%m-%d %H:%M:%S}"
         )
 
 
@@ -313,6 +317,8 @@ def sample(
     ] = False,
 ) -> None:
     """Draw samples; writes a PNG grid of the finished ones and their latents as Parquet."""
+    if out.suffix.lower() != ".png":
+        raise InvalidInputError(f"--out must be a .png file (the latents go beside it), got {out}")
     paths = RunPaths(run)
     config = SampleConfig(n=n, seed=seed, temperature=temperature, budget=budget)
     result = sample_run(
@@ -326,7 +332,7 @@ def sample(
     batch = result.batch
     save_png(make_grid(result.images[batch.ok]), out)
     latents_path = out.with_suffix(".parquet")
-    write_latents(latents_path, samples_as_latents(paths, result))
+    write_latents(latents_path, samples_as_latents(result))
     failures = {
         str(k): int(v)
         for k, v in zip(*np.unique(batch.failure[~batch.ok], return_counts=True), strict=True)

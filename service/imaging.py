@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -15,12 +14,6 @@ def to_pil(image: np.ndarray) -> Image.Image:
     if image.shape[0] == 1:
         return Image.fromarray(image[0], mode="L")
     return Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)), mode="RGB")
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    to_pil(image).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def make_grid(images: np.ndarray, *, columns: int | None = None, gap: int = 2) -> np.ndarray:

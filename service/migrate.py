@@ -43,6 +43,8 @@ def discover(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
         if version in found:
             raise RunError(f"two migrations share version {version}: {path.name}")
         found[version] = Migration(version, path.name, path)
+    if not found:
+        raise RunError(f"no migrations found in {folder}: install latentgram from its source tree")
     return [found[v] for v in sorted(found)]
 
 

@@ -1,4 +1,5 @@
-"""The steps of a run, as functions the CLI (and later the API) call: data → train-ae → encode."""
+"""The steps of a run, as functions the CLI (and later the API) call: data → train-ae → encode →
+build → train-arvm → sample."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ from service.bits import pack_bits, tokens_to_bits
 from service.checkpoints import load_blae
 from service.codec import decode_bits, encode_images
 from service.errors import InvalidInputError, RunError
-from service.generation import MODES, Generator
+from service.generation import Generator
 from service.index import NgramIndex
 from service.parquet_io import LatentSet, read_latents, write_images, write_latents
 from service.run import RunPaths, read_run_json, update_run_json
 from service.sampler import SampleBatch, SampleConfig
 from service.sources import ImageSet, load_images
-from service.store import TableInfo, build_table, list_tables, open_store
+from service.store import TableInfo, build_table, get_table, list_tables, open_store
 from service.training import TrainingSummary, train_autoencoder
 from service.windows import check_gamma
 
@@ -85,7 +86,6 @@ def train_run_autoencoder(
         )
     except ValueError as exc:  # the config's own checks, phrased for users
         raise InvalidInputError(str(exc)) from exc
-    update_run_json(paths, "data", {**data.to_dict(), **describe(images)})
     return train_autoencoder(
         paths,
         images,
@@ -95,6 +95,7 @@ def train_run_autoencoder(
         device=device,
         progress=progress,
         stop_epoch=stop_epoch,
+        data_record={**data.to_dict(), **describe(images)},
     )
 
 
@@ -195,6 +196,8 @@ class GeneratedSamples:
     batch: SampleBatch
     images: np.ndarray  # (n, channels, size, size) uint8 decoded through the BL-AE
     index_bytes: int
+    latent_shape: tuple[int, int, int]
+    model_sha256: str  # the BL-AE that decoded them
 
 
 def load_generator(
@@ -202,19 +205,25 @@ def load_generator(
 ) -> Generator:
     """The tables and γ-ARVM that sampling in `mode` at `gamma` needs, loaded from the run."""
     check_gamma(gamma)
-    if mode not in MODES:
-        raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    shape = read_latents(paths.require(paths.latents, "encode")).shape
+    latents = read_latents(paths.require(paths.latents, "encode"))
     indexes = {}
     if mode != "neural":
         with open_store(paths.require(paths.store, "build"), read_only=True) as con:
-            built = {t.gamma for t in list_tables(con) if t.positional == positional}
-            wanted = {g for g in built if g <= gamma} if mode == "backoff" else {gamma} & built
-            indexes = {g: NgramIndex.load(con, g, positional) for g in sorted(wanted)}
+            get_table(con, gamma, positional)  # the γ table itself must exist: a clear error
+            built = [t for t in list_tables(con) if t.positional == positional]
+            low = mode == "backoff"
+            wanted = [t for t in built if t.gamma == gamma or (low and t.gamma < gamma)]
+            stale = [t.name for t in wanted if t.model_sha256 != latents.model_sha256]
+            if stale:
+                raise RunError(
+                    f"tables {', '.join(stale)} were built from latents of another BL-AE: "
+                    f"run `latentgram build --run {paths.root}` again"
+                )
+            indexes = {t.gamma: NgramIndex.load(con, t.gamma, positional) for t in wanted}
     networks = {}
-    if arvm_paths(paths, gamma)[0].exists():
-        networks[gamma] = load_arvm(paths, gamma)
-    return Generator(shape, indexes, networks)
+    if arvm_paths(paths, gamma, positional)[0].exists():
+        networks[gamma] = load_arvm(paths, gamma, positional)
+    return Generator(latents.shape, indexes, networks)
 
 
 def sample_run(
@@ -229,23 +238,23 @@ def sample_run(
     """Draw samples from the run in any mode and decode them through the BL-AE."""
     generator = load_generator(paths, gamma=gamma, mode=mode, positional=positional)
     batch = generator.sample(gamma, mode, config, complete_with_hybrid=complete_with_hybrid)
-    model = load_blae(paths).model
+    blae = load_blae(paths)
     bits = tokens_to_bits(batch.tokens, generator.latent_shape[0])
     index_bytes = sum(i.nbytes for i in generator.indexes.values())
-    return GeneratedSamples(batch, decode_bits(model, bits), index_bytes)
+    images = decode_bits(blae.model, bits)
+    return GeneratedSamples(batch, images, index_bytes, generator.latent_shape, blae.sha256)
 
 
-def samples_as_latents(paths: RunPaths, generated: GeneratedSamples) -> LatentSet:
-    """Finished samples as a LatentSet (split "sample", ids 0…), to write as Parquet."""
+def samples_as_latents(generated: GeneratedSamples) -> LatentSet:
+    """Finished samples as a LatentSet (split "sample", ids = sample numbers), for Parquet."""
     batch = generated.batch
-    channels = int(read_latents(paths.latents).shape[0])
-    bits = tokens_to_bits(batch.tokens[batch.ok], channels)
+    bits = tokens_to_bits(batch.tokens[batch.ok], generated.latent_shape[0])
     ids = np.flatnonzero(batch.ok).astype(np.int64)
     return LatentSet(
         ids=ids,
         splits=np.full(len(ids), "sample"),
         labels=np.full(len(ids), -1, np.int64),
         packed=pack_bits(bits),
-        shape=(channels, *batch.tokens.shape[1:]),
-        model_sha256=load_blae(paths).sha256,
+        shape=generated.latent_shape,
+        model_sha256=generated.model_sha256,
     )

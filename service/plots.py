@@ -17,6 +17,8 @@ def plot_training_curve(records: Sequence[dict[str, Any]], path: Path) -> None:
     epochs = [r["epoch"] for r in records]
     fig, (ax_psnr, ax_brate) = plt.subplots(1, 2, figsize=(9, 3.5))
     for split, style in (("train", "-o"), ("test", "--s")):
+        if any(r[split] is None for r in records):  # a data source without a test split
+            continue
         ax_psnr.plot(epochs, [r[split]["psnr_binary"] for r in records], style, label=split)
         ax_brate.plot(epochs, [r[split]["brate"] for r in records], style, label=split)
     ax_psnr.set(xlabel="epoch", ylabel="PSNR, binarized latents (dB)", title="reconstruction")

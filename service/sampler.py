@@ -23,12 +23,14 @@ import numpy as np
 
 from service.errors import InvalidInputError
 from service.index import NgramIndex
-from service.windows import _splitmix, context_keys, gather_contexts, pad_grids
+from service.windows import context_keys, gather_contexts, pad_grids, splitmix64
 
 MAX_TEMPERATURE = 20.0
 MIN_TEMPERATURE = 0.05  # below this count^(1/T) is a hard argmax in float64 anyway
 FAILED_BUDGET = "budget"  # the search used its budget of steps before finishing
-FAILED_EXHAUSTED = "exhausted"  # every candidate order was tried: no sample exists
+# Every candidate order was tried and no sample exists. A guard: with untruncated histograms a
+# training latent is always a complete path, so only a budget-capped order can end here.
+FAILED_EXHAUSTED = "exhausted"
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,10 @@ class SampleBatch:
 def uniform(seed: int, sample: np.ndarray, step: np.ndarray, j: np.ndarray | int = 0) -> np.ndarray:
     """Counter-based uniforms in (0, 1) from (seed, sample number, step, candidate j)."""
     with np.errstate(over="ignore"):
-        x = _splitmix(np.asarray(j, dtype=np.uint64) + np.uint64(0x632BE59BD9B4E019))
-        x = _splitmix(x ^ np.asarray(step, dtype=np.int64).astype(np.uint64))
-        x = _splitmix(x ^ np.asarray(sample, dtype=np.int64).astype(np.uint64))
-        x = _splitmix(x ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+        x = splitmix64(np.asarray(j, dtype=np.uint64) + np.uint64(0x632BE59BD9B4E019))
+        x = splitmix64(x ^ np.asarray(step, dtype=np.int64).astype(np.uint64))
+        x = splitmix64(x ^ np.asarray(sample, dtype=np.int64).astype(np.uint64))
+        x = splitmix64(x ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
     return ((x >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
 
 
@@ -114,7 +116,10 @@ class ExactSampler:
         self._weights: dict[float, _Weights] = {}
 
     def weights(self, temperature: float) -> _Weights:
+        """Per-temperature weights, the last few kept (each is two floats per table row)."""
         if temperature not in self._weights:
+            if len(self._weights) >= 4:
+                self._weights.pop(next(iter(self._weights)))
             self._weights[temperature] = _Weights(self.index, temperature)
         return self._weights[temperature]
 

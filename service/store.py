@@ -1,12 +1,14 @@
 """The DuckDB n-gram store: build γ tables atomically, list them, read them (DESIGN.md §4).
 
-Many readers, one writer: the service opens the file read-only; builds go through the CLI.
+DuckDB lets several read-only processes, or one writing process, open the file at a time: the
+service opens it read-only; builds go through the CLI.
 A build runs in one transaction under a staging table id, so a build killed at any moment
 leaves the previous table in service and nothing half-built visible.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -60,13 +62,17 @@ _INFO_COLUMNS = (
 
 def open_store(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Connect to the store; a writer brings the schema up to date first."""
-    if read_only:
-        if not path.exists():
-            raise RunError(f"{path} is missing: run `latentgram build` first")
-        return duckdb.connect(str(path), read_only=True)
+    if read_only and not path.exists():
+        raise RunError(f"{path} is missing: run `latentgram build` first")
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
-    migrate(con)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:  # DuckDB allows one writing process, or only readers
+        raise RunError(f"{path} is in use by another process (a build?): {exc}") from exc
+    except duckdb.Error as exc:
+        raise RunError(f"{path} is not a readable DuckDB store: {exc}") from exc
+    if not read_only:
+        migrate(con)
     return con
 
 
@@ -99,7 +105,7 @@ class _BuildInput:
     contexts: pa.Table  # context_key, context (tokens as little-endian uint32 bytes)
 
 
-def _first_in_image(keys: np.ndarray, tokens: np.ndarray, per_image: int) -> np.ndarray:
+def first_in_image(keys: np.ndarray, tokens: np.ndarray, per_image: int) -> np.ndarray:
     """True for the first window of each (image, context, token): summing it over a group
     counts distinct images without a COUNT(DISTINCT), the costly part of the GROUP BY."""
     k, t = keys.reshape(-1, per_image), tokens.reshape(-1, per_image)
@@ -133,7 +139,7 @@ def _build_input(latents: LatentSet, gamma: int, positional: bool) -> _BuildInpu
             "position": win.positions.astype(np.int32),
             "token": win.tokens.astype(np.int32),
             "image": win.images,
-            "first_in_image": _first_in_image(win.keys, win.tokens, h * w).astype(np.int8),
+            "first_in_image": first_in_image(win.keys, win.tokens, h * w).astype(np.int8),
         }
     )
     return _BuildInput(windows, pa.table({"context_key": keys, "context": blob.cast(pa.binary())}))
@@ -219,7 +225,8 @@ def build_table(
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        with contextlib.suppress(duckdb.Error):  # keep the original error if COMMIT failed
+            con.execute("ROLLBACK")
         raise
     finally:
         con.unregister("lg_windows")

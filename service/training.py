@@ -46,8 +46,10 @@ def _evaluate(
 ) -> tuple[BLAEMetrics, BLAEMetrics | None]:
     train = torch.from_numpy(images.split("train").images[:EVAL_TRAIN_IMAGES])
     test_images = images.split("test").images
-    test = evaluate_blae(model, torch.from_numpy(test_images), precision=precision)
-    return evaluate_blae(model, train, precision=precision), test if len(test_images) else None
+    test = None
+    if len(test_images):
+        test = evaluate_blae(model, torch.from_numpy(test_images), precision=precision)
+    return evaluate_blae(model, train, precision=precision), test
 
 
 def train_autoencoder(
@@ -60,8 +62,13 @@ def train_autoencoder(
     device: str = "auto",
     progress: bool = True,
     stop_epoch: int | None = None,
+    data_record: dict[str, Any] | None = None,
 ) -> TrainingSummary:
-    """Train (or resume) the run's BL-AE on the train split; checkpoint after every epoch."""
+    """Train (or resume) the run's BL-AE on the train split; checkpoint after every epoch.
+
+    `data_record` (what the images are) goes into run.json once the inputs are checked, so a
+    refused command leaves the run as it was.
+    """
     train_images = images.split("train").images
     if len(train_images) == 0:
         raise InvalidInputError("the data source has no training images")
@@ -71,12 +78,20 @@ def train_autoencoder(
             f"BL-AE expects {blae_config.image_channels}×{blae_config.image_size}² images, "
             f"the data source has {c}×{h}×{w}"
         )
-    dev = pick_device(device)
+    try:
+        dev = pick_device(device)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from exc
     start_epoch, optimizer = 0, None
     torch.manual_seed(train_config.seed)
     model = BLAE(blae_config).to(dev)
     if resume and paths.blae_weights.exists():
         checkpoint = load_blae(paths, device=dev)
+        if checkpoint.model.config != blae_config:
+            raise InvalidInputError(
+                f"cannot resume {paths.blae_weights}: it was trained with a different BL-AE "
+                "config; train into a new --run, or drop --resume to retrain from scratch"
+            )
         model, start_epoch = checkpoint.model, checkpoint.epochs_done
         optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
         state = load_optimizer_state(paths)
@@ -85,6 +100,8 @@ def train_autoencoder(
         log.info("resuming from epoch %d of %s", start_epoch, paths.blae_weights)
     elif not resume:
         paths.blae_metrics.unlink(missing_ok=True)
+    if data_record is not None:
+        update_run_json(paths, "data", data_record)
 
     steps_per_epoch = -(-len(train_images) // train_config.batch_size)
     bar = tqdm(
@@ -108,7 +125,7 @@ def train_autoencoder(
             "epoch": epoch,
             "elapsed_s": round(time.perf_counter() - started, 1),
             "train": asdict(train_m),
-            "test": asdict(test_m if test_m is not None else train_m),
+            "test": asdict(test_m) if test_m is not None else None,
         }
         records.append(record)
         paths.reports.mkdir(parents=True, exist_ok=True)

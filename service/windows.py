@@ -77,7 +77,8 @@ def extract_windows(tokens: np.ndarray, gamma: int, pad: int) -> tuple[np.ndarra
     return gather_contexts(padded, rows, ys, xs, gamma), tokens.reshape(-1)
 
 
-def _splitmix(x: np.ndarray) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer over uint64 arrays: a cheap, well-mixed 64-bit hash."""
     x = x ^ (x >> np.uint64(30))
     x = x * _MIX1
     x = x ^ (x >> np.uint64(27))
@@ -102,7 +103,7 @@ def context_keys(contexts: np.ndarray, positions: np.ndarray | None = None) -> n
             h *= _MIX1
             h ^= h >> np.uint64(29)
         pos = positions if positions is not None else np.full(len(tokens), _NO_POSITION)
-        h = _splitmix(h ^ pos.astype(np.int64).astype(np.uint64))
+        h = splitmix64(h ^ pos.astype(np.int64).astype(np.uint64))
     return h.view(np.int64)
 
 

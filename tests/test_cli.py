@@ -63,13 +63,36 @@ def test_prepare_then_decode(tmp_path: Path, fashion_small) -> None:
     status = cli("migrate", "--run", str(run), "--status")
     assert status.returncode == 0 and '"pending": []' in status.stdout
 
+    starved = cli(
+        "sample",
+        "--run",
+        str(run),
+        "--gamma",
+        "3",
+        "--budget",
+        "1",
+        "-n",
+        "4",
+        "--out",
+        str(tmp_path / "none.png"),
+    )
+    assert starved.returncode == 0 and '"ok": 0' in starved.stdout, starved.stderr
+    assert len(read_latents(tmp_path / "none.parquet")) == 0
+
+    recorded = paths.run_json.read_text()
     for args, message in [
+        (("sample", "--out", str(tmp_path / "x.parquet")), "--out must be a .png"),
+        (("sample", "--mode", "hybrid"), "no γ-ARVM"),
+        (("train-ae", "--resume", "--preset", "default", "--limit", "128"), "cannot resume"),
+        (("train-ae", "--kappa", "0", "--limit", "16"), "kappa > 0"),
+        (("encode", "--device", "tpu"), "cannot use device"),
         (("build", "--gamma", "4"), "odd window size"),
         (("sample", "--gamma", "9"), "no table built for gamma=9"),
         (("sample", "--temperature", "0"), "temperature must be in"),
     ]:
         bad = cli(*args, "--run", str(run))
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    assert paths.run_json.read_text() == recorded  # refused commands change nothing
 
 
 @pytest.mark.parametrize(

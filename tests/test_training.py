@@ -73,3 +73,22 @@ def test_cuda_training_step_with_autocast(fashion_small: DataSpec) -> None:
     model = BLAE(blae_preset("tiny")).cuda()
     train_blae(model, images, TrainConfig(epochs=1, batch_size=64, precision="auto"))
     assert evaluate_blae(model, images).brate > 0
+
+
+def test_source_without_test_split(tmp_path, fashion_small: DataSpec) -> None:
+    """Training on train images only records no test figures, and does not divide by zero."""
+    from service.training import train_autoencoder
+
+    images = fashion_small.load().split("train")
+    paths = RunPaths(tmp_path)
+    summary = train_autoencoder(
+        paths,
+        images,
+        blae_config=blae_preset("tiny"),
+        train_config=TrainConfig(epochs=1, batch_size=64),
+        device="cpu",
+        progress=False,
+    )
+    assert summary.test is None and summary.train.brate > 0
+    assert json.loads(paths.blae_metrics.read_text())["test"] is None
+    assert paths.blae_curve.exists()
