@@ -31,9 +31,9 @@ class BLAEConfig:
     head_layers: int = 1  # hidden 1×1 layers between the grid and the code, on each side
     decoder_widths: tuple[int, ...] = (128, 64, 32, 16)  # levels + 1 entries: 4→8→16→32
     noise: str = "triangular"  # "triangular" (Tri(κ)) or "gaussian"
-    sigma: float = 1.25  # noise scale; ≥ 1 is what makes the codes binary (0.5 leaves them soft)
+    sigma: float = 1.0  # noise scale; ≥ 1 is what makes the codes binary (0.5 leaves them soft)
     kappa: float = 2.0  # Tri(κ) shape; 2 puts most noise near ±σ (see models/noise.py)
-    code_gain: float = 5.0  # z = tanh(gain · a): a gain > 1 lets the codes reach ±1 sooner
+    code_gain: float = 10.0  # z = tanh(gain · a) after training; see TrainConfig.code_gain_start
 
     def __post_init__(self) -> None:
         if not 1 <= self.latent_channels <= 16:
@@ -174,11 +174,14 @@ class BLAE(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, channels, size, size) in [0, 1] → tanh codes (B, C, H, W)."""
+    def encode(self, images: torch.Tensor, gain: float | None = None) -> torch.Tensor:
+        """(B, channels, size, size) in [0, 1] → tanh codes (B, C, H, W).
+
+        `gain` overrides config.code_gain while training follows its gain schedule.
+        """
         pad = self.config.padded_size - self.config.image_size
         x = F.pad(images * 2 - 1, (pad // 2, pad - pad // 2) * 2, value=-1.0)
-        return torch.tanh(self.config.code_gain * self.encoder(x))
+        return torch.tanh((gain or self.config.code_gain) * self.encoder(x))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) codes, soft or ±1 → images (B, channels, size, size) in [0, 1]."""
@@ -187,8 +190,13 @@ class BLAE(nn.Module):
         lo = pad // 2
         return x[..., lo : lo + self.config.image_size, lo : lo + self.config.image_size]
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> BLAEOutput:
-        codes = self.encode(images)
+    def forward(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        gain: float | None = None,
+    ) -> BLAEOutput:
+        codes = self.encode(images, gain)
         z = codes
         if self.training and self.config.sigma > 0:
             noise = sample_noise(codes, self.config.noise, self.config.kappa, generator)

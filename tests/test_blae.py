@@ -42,11 +42,11 @@ def test_config_round_trips_through_dict() -> None:
 
 
 def test_initial_codes_are_not_collapsed() -> None:
-    """Kaiming init: distinct images get distinct codes before any training."""
+    """Kaiming init: distinct images get distinct, unsaturated codes at the first step."""
     torch.manual_seed(0)
     model = BLAE(PRESETS["default"]).eval()
-    with torch.no_grad():
-        codes = model.encode(torch.rand(64, 1, 28, 28))
+    with torch.no_grad():  # the gain training starts with
+        codes = model.encode(torch.rand(64, 1, 28, 28), gain=TrainConfig().code_gain_start)
     tokens = bits_to_tokens((codes > 0).numpy())
     assert len(np.unique(tokens)) > 32
     assert codes.abs().mean() < 0.9  # not saturated from the start

@@ -15,7 +15,7 @@ from service.run import RunPaths, read_run_json
 def test_noise_drives_codes_binary(fashion_small: DataSpec) -> None:
     """Same model, same data: with noise on the codes brate rises; without noise it does not."""
     images = torch.from_numpy(fashion_small.load().split("train").images)
-    config = TrainConfig(epochs=3, batch_size=64, precision="fp32")
+    config = TrainConfig(epochs=3, batch_size=64, precision="fp32", code_gain_start=None)
     results = {}
     for sigma in (1.25, 0.0):
         torch.manual_seed(0)
@@ -92,3 +92,19 @@ def test_source_without_test_split(tmp_path, fashion_small: DataSpec) -> None:
     assert summary.test is None and summary.train.brate > 0
     assert json.loads(paths.blae_metrics.read_text())["test"] is None
     assert paths.blae_curve.exists()
+
+
+def test_code_gain_anneals_to_the_model_gain(fashion_small: DataSpec) -> None:
+    """With the gain annealed from 5 to 10 the codes end more binary than at a constant 5,
+    and the sign of each code (what is stored) does not depend on the gain at all."""
+    images = torch.from_numpy(fashion_small.load().split("train").images)
+    brates = {}
+    for start in (5.0, None):
+        torch.manual_seed(0)
+        model = BLAE(blae_preset("tiny", code_gain=10.0 if start else 5.0))
+        train_blae(model, images, TrainConfig(epochs=2, batch_size=64, code_gain_start=start))
+        brates[start] = evaluate_blae(model, images).brate
+        with torch.no_grad():
+            x = images[:64].float() / 255
+            assert torch.equal(model.encode(x) > 0, model.encode(x, gain=1.0) > 0)
+    assert brates[5.0] > brates[None]
