@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from models.arvm import GammaARVM
+from models.train import set_cosine_lr
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,7 @@ def train_arvm(
         )
         for step, idx in enumerate(order.split(config.batch_size)):
             progress = (epoch * steps_per_epoch + step) / total
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+            set_cosine_lr(optimizer, config.lr, progress, floor=0.01)
             weights = data.weights[idx].to(next(model.parameters()).device)
             loss = (kl_per_context(model, data, idx) * weights).sum() / weights.sum()
             optimizer.zero_grad(set_to_none=True)

@@ -94,6 +94,15 @@ def autocast_for(device: torch.device, precision: str) -> AbstractContextManager
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def set_cosine_lr(
+    optimizer: torch.optim.Optimizer, peak: float, progress: float, floor: float
+) -> None:
+    """Cosine decay from `peak` at progress 0 to `floor`·peak at progress 1."""
+    scale = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    for group in optimizer.param_groups:
+        group["lr"] = peak * scale
+
+
 def to_unit(images: torch.Tensor) -> torch.Tensor:
     """uint8 images → float32 in [0, 1]."""
     return images.float().div_(255.0)
@@ -172,8 +181,7 @@ def train_blae(
         for step, idx in enumerate(_batches(len(train_images), config.batch_size, shuffle)):
             # cosine decay from the global step, so a resumed run follows the same schedule
             progress = (epoch * steps_per_epoch + step) / total_steps
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+            set_cosine_lr(optimizer, config.lr, progress, floor=0.02)
             gain = model.config.code_gain
             if config.code_gain_start is not None:
                 gain = config.code_gain_start * (gain / config.code_gain_start) ** progress
