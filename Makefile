@@ -30,6 +30,7 @@ format: setup
 
 bench: setup
 	$(BIN)/python benchmarks/blae_figures.py --run $(RUN)
+	$(BIN)/python benchmarks/ngram_figures.py --run $(RUN)
 
 setup: system-packages $(STAMP)
 
