@@ -21,6 +21,7 @@ from models.arvm import ARVMConfig, GammaARVM
 from models.arvm_train import ARVMTrainConfig, HistogramSet, evaluate_kl, train_arvm
 from service.bits import bits_to_tokens
 from service.errors import RunError
+from service.index import group_offsets
 from service.parquet_io import LatentSet, read_latents
 from service.run import RunPaths, file_sha256, update_run_json
 from service.store import TableInfo, get_table, open_store, read_table, table_name
@@ -38,8 +39,8 @@ def arvm_paths(paths: RunPaths, gamma: int, positional: bool = False) -> tuple[P
 def table_histograms(con: duckdb.DuckDBPyConnection, info: TableInfo) -> HistogramSet:
     """Every distinct context of a table with its histogram, through Arrow."""
     table = read_table(con, info, ("context_key", "context", "position", "token", "count"))
-    keys = table.column("context_key").to_numpy()
-    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    starts = group_offsets(table.column("context_key").to_numpy())
+    first = starts[:-1]
     k = context_size(info.gamma)
     blobs = table.column("context").combine_chunks()
     raw = np.frombuffer(blobs.buffers()[2], np.uint8)  # variable-size binary: values buffer
@@ -51,7 +52,7 @@ def table_histograms(con: duckdb.DuckDBPyConnection, info: TableInfo) -> Histogr
         positions = torch.from_numpy(table.column("position").to_numpy()[first].astype(np.int64))
     return HistogramSet.from_counts(
         contexts=torch.from_numpy(contexts.reshape(-1, k)),
-        starts=torch.from_numpy(np.r_[first, len(keys)].astype(np.int64)),
+        starts=torch.from_numpy(starts),
         tokens=torch.from_numpy(table.column("token").to_numpy().astype(np.int64)),
         counts=torch.from_numpy(table.column("count").to_numpy().astype(np.int64)),
         positions=positions,
@@ -67,12 +68,11 @@ def latent_histograms(latents: LatentSet, gamma: int, positional: bool) -> Histo
     new_pair = np.r_[True, (keys[1:] != keys[:-1]) | (toks[1:] != toks[:-1])]
     pair_start = np.flatnonzero(new_pair)
     counts = np.diff(np.r_[pair_start, len(keys)])
-    pair_keys = keys[pair_start]
-    ctx_first = np.flatnonzero(np.r_[True, pair_keys[1:] != pair_keys[:-1]])
-    window_of_ctx = order[pair_start[ctx_first]]
+    ctx_starts = group_offsets(keys[pair_start])
+    window_of_ctx = order[pair_start[ctx_starts[:-1]]]
     return HistogramSet.from_counts(
         contexts=torch.from_numpy(w.contexts[window_of_ctx]),
-        starts=torch.from_numpy(np.r_[ctx_first, len(pair_keys)].astype(np.int64)),
+        starts=torch.from_numpy(ctx_starts),
         tokens=torch.from_numpy(toks[pair_start]),
         counts=torch.from_numpy(counts.astype(np.int64)),
         positions=torch.from_numpy(w.positions[window_of_ctx]) if positional else None,

@@ -123,18 +123,13 @@ class Generator:
         """Draw from the γ histogram where it knows the context; returns the samples it did not."""
         index = self.indexes[gamma]
         w = tokens.shape[2]
-        grid = pad_grids(tokens[todo], gamma, index.pad)
-        y, x = np.full(len(todo), pos // w), np.full(len(todo), pos % w)
-        ctx = gather_contexts(grid, np.arange(len(todo)), y, x, gamma)
+        ctx = _contexts_at(tokens, todo, pos, gamma, index.pad)
         keys = context_keys(ctx, np.full(len(todo), pos) if index.info.positional else None)
         found = index.lookup_keys(keys)
         known = todo[found.found]
         start, end = found.start[found.found], found.end[found.found]
-        weights = self._exact[gamma].weights(config.temperature)
         u = uniform(config.seed, known, np.full(len(known), _WALK_STEP + pos), gamma)
-        base = weights.cum[start] - weights.w[start]
-        target = base + u * (weights.cum[end - 1] - base)
-        row = np.clip(np.searchsorted(weights.cum, target, side="right"), start, end - 1)
+        row = self._exact[gamma].weights(config.temperature).draw(start, end, u)
         tokens[known, pos // w, pos % w] = index.tokens[row]
         examples[known, pos] = index.examples[row]
         answered[known, pos] = gamma
@@ -154,9 +149,7 @@ class Generator:
         """Draw from the γ-ARVM's distribution at temperature T."""
         net = self.network(gamma)
         w = tokens.shape[2]
-        grid = pad_grids(tokens[todo], gamma, pad)
-        y, x = np.full(len(todo), pos // w), np.full(len(todo), pos % w)
-        ctx = gather_contexts(grid, np.arange(len(todo)), y, x, gamma)
+        ctx = _contexts_at(tokens, todo, pos, gamma, pad)
         device = next(net.parameters()).device
         positions = torch.full((len(todo),), pos, device=device) if net.config.positions else None
         logits = net(torch.from_numpy(ctx).to(device), positions).float()
@@ -166,3 +159,13 @@ class Generator:
         drawn = torch.searchsorted(cum, target.unsqueeze(1)).squeeze(1)
         tokens[todo, pos // w, pos % w] = drawn.clamp_(max=net.config.vocab - 1).cpu().numpy()
         answered[todo, pos] = NEURAL
+
+
+def _contexts_at(
+    tokens: np.ndarray, samples: np.ndarray, pos: int, gamma: int, pad: int
+) -> np.ndarray:
+    """(len(samples), K) γ-contexts of raster position `pos` in the given samples' grids."""
+    w = tokens.shape[2]
+    grid = pad_grids(tokens[samples], gamma, pad)
+    y, x = np.full(len(samples), pos // w), np.full(len(samples), pos % w)
+    return gather_contexts(grid, np.arange(len(samples)), y, x, gamma)

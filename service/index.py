@@ -13,6 +13,12 @@ from service.store import TableInfo, get_table, read_table
 from service.windows import context_keys, context_size
 
 
+def group_offsets(sorted_keys: np.ndarray) -> np.ndarray:
+    """(M + 1,) offsets of the runs of equal values in a sorted array: run m is [o[m], o[m+1])."""
+    first = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return np.r_[first, len(sorted_keys)].astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Histogram:
     """q(token | context) of one context, with one training image per token."""
@@ -62,11 +68,11 @@ class NgramIndex:
         info = get_table(con, gamma, positional)
         table = read_table(con, info)
         row_keys = table.column("context_key").to_numpy()
-        first = np.flatnonzero(np.r_[True, row_keys[1:] != row_keys[:-1]])
+        starts = group_offsets(row_keys)
         return cls(
             info=info,
-            keys=row_keys[first],
-            starts=np.r_[first, len(row_keys)].astype(np.int64),
+            keys=row_keys[starts[:-1]],
+            starts=starts,
             tokens=table.column("token").to_numpy().astype(np.int64),
             counts=table.column("count").to_numpy().astype(np.int64),
             examples=table.column("example_image").to_numpy().astype(np.int64),

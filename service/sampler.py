@@ -107,6 +107,12 @@ class _Weights:
         self.w = (counts / np.repeat(seg_max, lengths)) ** (1.0 / temperature)
         self.cum = np.cumsum(self.w)  # inclusive prefix sums
 
+    def draw(self, start: np.ndarray, end: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """One row in each [start, end) with P(row) ∝ weight, by inverse CDF of uniforms u."""
+        base = self.cum[start] - self.w[start]
+        target = base + u * (self.cum[end - 1] - base)
+        return np.clip(np.searchsorted(self.cum, target, side="right"), start, end - 1)
+
 
 class ExactSampler:
     """Batched depth-first exact sampling over one index."""
@@ -188,12 +194,8 @@ class ExactSampler:
                 row = start.copy()
                 many = np.flatnonzero(end - start > 1)
                 if len(many):
-                    s0, e0 = start[many], end[many]
                     u = uniform(config.seed, sample_ids[go[many]], steps[go[many]])
-                    base = weights.cum[s0] - weights.w[s0]
-                    target = base + u * (weights.cum[e0 - 1] - base)
-                    drawn = np.searchsorted(weights.cum, target, side="right")
-                    row[many] = np.clip(drawn, s0, e0 - 1)
+                    row[many] = weights.draw(start[many], end[many], u)
                 place(go, row)
 
             if len(advance):
