@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from models.arvm import ARVMConfig, GammaARVM
 from models.arvm_train import ARVMTrainConfig, HistogramSet, evaluate_kl, train_arvm
+from models.train import pick_device
 from service.bits import bits_to_tokens
-from service.errors import RunError
+from service.errors import InvalidInputError, RunError
 from service.index import group_offsets
 from service.parquet_io import LatentSet, read_latents
 from service.run import RunPaths, file_sha256, update_run_json
@@ -97,9 +98,14 @@ def train_run_arvm(
     layers: int = 2,
     positional: bool = False,
     progress: bool = True,
+    device: str = "auto",
 ) -> ARVMSummary:
     """Train the γ-ARVM on the γ table's histograms; checkpoint and metrics into the run."""
     config = config or ARVMTrainConfig()
+    try:
+        target = pick_device(device)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
     with open_store(paths.require(paths.store, "build"), read_only=True) as con:
         info = get_table(con, gamma, positional)
         train = table_histograms(con, info)
@@ -115,7 +121,7 @@ def train_run_arvm(
         layers=layers,
     )
     torch.manual_seed(config.seed)
-    model = GammaARVM(arvm_config)
+    model = GammaARVM(arvm_config).to(target)
     steps = config.epochs * -(-len(train) // config.batch_size)
     bar = tqdm(total=steps, desc=f"train γ-ARVM g{gamma}", unit="step", disable=not progress)
     metrics_path = paths.reports / f"arvm-{table_name(gamma, positional)}-metrics.jsonl"
@@ -142,7 +148,7 @@ def train_run_arvm(
 
     train_arvm(model, train, config, on_step=on_step, on_epoch=on_epoch)
     bar.close()
-    save_arvm(paths, model, config, table_id=info.table_id, positional=positional)
+    save_arvm(paths, model.cpu(), config, table_id=info.table_id, positional=positional)
     summary = ARVMSummary(
         gamma, len(train), last["train_kl"], last["test_kl"], time.perf_counter() - started
     )

@@ -6,6 +6,9 @@ numpy's big-endian bit order. The token at (y, x) is the integer whose bit c is 
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 import numpy as np
 
 from service.errors import InvalidInputError
@@ -55,3 +58,27 @@ def tokens_to_bits(tokens: np.ndarray, channels: int) -> np.ndarray:
         raise InvalidInputError(f"tokens must be in 0..{(1 << channels) - 1} for C={channels}")
     shifts = np.arange(channels, dtype=np.int64).reshape(1, channels, 1, 1)
     return ((tokens[:, None, :, :] >> shifts) & 1).astype(bool)
+
+
+TEXT_ENCODINGS = ("hex", "base64")  # how the API writes one packed latent as a string
+
+
+def packed_to_text(row: np.ndarray, encoding: str = "hex") -> str:
+    """One packed latent (bytes,) uint8 → hex or base64 text."""
+    data = np.asarray(row, dtype=np.uint8).tobytes()
+    return data.hex() if encoding == "hex" else base64.b64encode(data).decode("ascii")
+
+
+def packed_from_text(text: str, shape: tuple[int, int, int], encoding: str = "hex") -> np.ndarray:
+    """Hex or base64 text → one packed latent (bytes,) uint8 of the given latent shape."""
+    try:
+        data = bytes.fromhex(text) if encoding == "hex" else base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise InvalidInputError(f"bits are not valid {encoding}") from None
+    expected = packed_size(shape)
+    if len(data) != expected:
+        raise InvalidInputError(
+            f"bits must be {expected} bytes ({2 * expected} hex digits) for latents of shape "
+            f"{shape}, got {len(data)} bytes"
+        )
+    return np.frombuffer(data, dtype=np.uint8).copy()

@@ -39,6 +39,14 @@ from service.pipeline import (
     samples_as_latents,
     train_run_autoencoder,
 )
+from service.report import (
+    REPORT_JSON,
+    REPORT_MODES,
+    REPORT_PLOT,
+    ReportConfig,
+    build_report,
+    parse_modes,
+)
 from service.run import DEFAULT_RUN_DIR, RunPaths
 from service.sampler import SampleConfig
 from service.store import list_tables, open_store
@@ -261,13 +269,20 @@ def train_arvm_command(
     layers: Annotated[int, typer.Option(help="Number of hidden layers.", min=1)] = 2,
     seed: Annotated[int, typer.Option(help="Seed for init and shuffles.")] = 0,
     positional: Annotated[bool, typer.Option(help="Train on the positional table.")] = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Train the γ-ARVM (KL to the table's histograms) for each γ; checkpoints go to the run."""
     config = ARVMTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     results = {}
     for g in parse_int_list(gamma, "--gamma") or DEFAULT_GAMMAS:
         summary = train_run_arvm(
-            RunPaths(run), g, config=config, hidden=hidden, layers=layers, positional=positional
+            RunPaths(run),
+            g,
+            config=config,
+            hidden=hidden,
+            layers=layers,
+            positional=positional,
+            device=device,
         )
         results[f"g{g}"] = asdict(summary)
     _emit("γ-ARVMs trained", results)
@@ -351,6 +366,12 @@ def sample(
     )
 
 
+# γ-ARVMs in `prepare`: small enough for a 2-core CPU (about a minute per γ); on a GPU, train
+# wider and longer with `latentgram train-arvm` to reach the KL the paper reports.
+PREPARE_ARVM_EPOCHS = 1
+PREPARE_ARVM_HIDDEN = 256
+
+
 @app.command()
 def prepare(
     run: RunOpt = DEFAULT_RUN_DIR,
@@ -363,8 +384,15 @@ def prepare(
     resume: Annotated[
         bool, typer.Option(help="Keep a finished BL-AE checkpoint instead of retraining it.")
     ] = True,
+    arvm_epochs: Annotated[
+        int, typer.Option(help="γ-ARVM training epochs per γ (0: train none).", min=0)
+    ] = PREPARE_ARVM_EPOCHS,
+    arvm_hidden: Annotated[
+        int, typer.Option(help="Width of the γ-ARVMs' hidden layers.", min=1)
+    ] = PREPARE_ARVM_HIDDEN,
 ) -> None:
-    """Run the whole pipeline with defaults: data → BL-AE → encode → n-gram tables → samples."""
+    """Run the whole pipeline with defaults: data → BL-AE → encode → n-gram tables → γ-ARVMs →
+    samples."""
     paths = RunPaths(run)
     training = train_run_autoencoder(
         paths,
@@ -376,6 +404,12 @@ def prepare(
     )
     encoded = encode_run(paths)
     built = build_run_tables(paths, DEFAULT_GAMMAS)
+    arvms = {}
+    if arvm_epochs:
+        config = ARVMTrainConfig(epochs=arvm_epochs)
+        for g in DEFAULT_GAMMAS:
+            summary = train_run_arvm(paths, g, config=config, hidden=arvm_hidden, device=device)
+            arvms[f"g{g}"] = asdict(summary)
     sheet = paths.reports / "samples-g5.png"
     samples = sample_run(paths, gamma=5, config=SampleConfig(n=64, seed=0))
     save_png(make_grid(samples.images[samples.batch.ok]), sheet)
@@ -384,10 +418,77 @@ def prepare(
         "blae": _training_figures(training),
         "encode": asdict(encoded),
         "tables": {t.name: _table_figures(t) for t in built},
+        "arvms": arvms,
         "training_curve": str(paths.blae_curve),
         "samples": str(sheet),
     }
     _emit(f"run ready: {paths.root.resolve()}", figures)
+
+
+@app.command()
+def report(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    samples: Annotated[
+        int, typer.Option(help="Samples per γ and mode (and test images in the baseline).", min=2)
+    ] = ReportConfig.samples,
+    gamma: Annotated[
+        str | None, typer.Option(help="Comma-separated γ (default: every table built).")
+    ] = None,
+    modes: Annotated[
+        str, typer.Option(help="Comma-separated sampling modes among exact, hybrid, neural.")
+    ] = ",".join(REPORT_MODES),
+    seed: Annotated[int, typer.Option(help="Same seed, same samples.")] = 0,
+    budget: Annotated[int, typer.Option(help="Search steps per exact sample.", min=1)] = (
+        ReportConfig.budget
+    ),
+    inception: Annotated[
+        Path | None,
+        typer.Option(
+            help="inception-2015-12-05.pt (TorchScript Inception-v3) to also report the standard "
+            "FID; without it only the classifier Fréchet distance is reported."
+        ),
+    ] = None,
+) -> None:
+    """Memorization report: how often samples copy training images, per γ and mode, beside a
+    held-out baseline; JSON, plots and sample sheets in the run's reports/ folder."""
+    from service.engine import RunEngine
+
+    config = ReportConfig(
+        samples=samples,
+        gammas=parse_int_list(gamma, "--gamma"),
+        modes=parse_modes(modes),
+        seed=seed,
+        budget=budget,
+        inception=inception,
+    )
+    paths = RunPaths(run)
+    result = build_report(RunEngine.load(paths.root), config)
+    _emit(
+        f"report: {paths.reports / REPORT_JSON} (plot: {paths.reports / REPORT_PLOT})",
+        {"seconds": result["seconds"], **result["summary"]},
+    )
+
+
+@app.command()
+def serve(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for all).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the run over HTTP: the /v1 API, /docs, the web page at /, /healthz, /metrics.
+
+    Limits and the API key come from LATENTGRAM_* variables (see README, "The service").
+    """
+    import uvicorn
+
+    from service.api import Settings, create_app
+
+    settings = Settings.from_env(run=run)
+    typer.echo(f"serving {settings.run} on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ choices keep it fast where most branches die:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -120,14 +121,16 @@ class ExactSampler:
     def __init__(self, index: NgramIndex) -> None:
         self.index = index
         self._weights: dict[float, _Weights] = {}
+        self._lock = threading.Lock()  # the service samples from several threads at once
 
     def weights(self, temperature: float) -> _Weights:
         """Per-temperature weights, the last few kept (each is two floats per table row)."""
-        if temperature not in self._weights:
-            if len(self._weights) >= 4:
-                self._weights.pop(next(iter(self._weights)))
-            self._weights[temperature] = _Weights(self.index, temperature)
-        return self._weights[temperature]
+        with self._lock:
+            if temperature not in self._weights:
+                if len(self._weights) >= 4:
+                    self._weights.pop(next(iter(self._weights)))
+                self._weights[temperature] = _Weights(self.index, temperature)
+            return self._weights[temperature]
 
     def sample(self, config: SampleConfig) -> SampleBatch:
         starts = range(0, max(config.n, 1), config.batch_size)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from live_server import LiveServer, start_server, wait_ready
 
 from models import TrainConfig
-from service.pipeline import DataSpec, encode_run, train_run_autoencoder
+from models.arvm_train import ARVMTrainConfig
+from service.arvm_training import train_run_arvm
+from service.pipeline import DataSpec, build_run_tables, encode_run, train_run_autoencoder
 from service.run import RunPaths
 from service.sources import FASHION_MNIST_DIR
 
@@ -48,3 +53,24 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, fashion_small: DataSpec) 
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def prepared_run(tmp_path_factory: pytest.TempPathFactory, tiny_run: RunPaths) -> RunPaths:
+    """A copy of the tiny run with tables γ = 3, 5 (and positional 5) and a γ-ARVM for γ = 5."""
+    paths = RunPaths(tmp_path_factory.mktemp("prepared") / "run")
+    shutil.copytree(tiny_run.root, paths.root)
+    build_run_tables(paths, (3, 5), progress=False)
+    build_run_tables(paths, (5,), positional=True, progress=False)
+    train_run_arvm(
+        paths, 5, config=ARVMTrainConfig(epochs=1, batch_size=256), hidden=64, progress=False
+    )
+    return paths
+
+
+@pytest.fixture(scope="session")
+def live_server(prepared_run: RunPaths) -> Iterator[LiveServer]:
+    """The real app under uvicorn on loopback, serving the prepared tiny run, ready."""
+    for server in start_server(prepared_run):
+        wait_ready(server)
+        yield server

@@ -1,0 +1,123 @@
+"""Request and response bodies of /v1. Upper limits live in Settings and are checked per request;
+the bounds here are the ones no setting can move."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.sampler import MAX_TEMPERATURE, MIN_TEMPERATURE
+
+Encoding = Literal["hex", "base64"]
+Mode = Literal["exact", "backoff", "hybrid", "neural"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a default
+
+
+class SampleRequest(Strict):
+    n: int = Field(16, ge=1, description="Samples to draw (at most the server's max_n).")
+    gamma: int = Field(5, ge=3, le=99, description="Window size γ of the table (odd, built).")
+    mode: Mode = Field("exact", description="exact, backoff, hybrid or neural.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Same seed, same samples.")
+    temperature: float = Field(
+        1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="Weights are count^(1/T)."
+    )
+    budget: int = Field(1000, ge=1, description="Search steps per exact sample (≤ max_budget).")
+    positional: bool = Field(False, description="Use the positional tables.")
+    complete: bool = Field(False, description="Finish failed exact samples in hybrid mode.")
+    nearest: int = Field(0, ge=0, description="Nearest training images per sample (0: none).")
+    images: bool = Field(True, description="Include each sample's decoded image as PNG.")
+    encoding: Encoding = Field("hex", description="How latents are written.")
+
+
+class Hit(BaseModel):
+    id: int = Field(description="Training image id (GET /v1/images/{id}).")
+    label: int
+    label_name: str | None
+    psnr: float = Field(description="dB between the query and the training image.")
+    psnr_reconstruction: float = Field(
+        description="dB between the query and the BL-AE reconstruction of the training image."
+    )
+    hamming: int = Field(description="Bits that differ between the two latents.")
+    memorized: bool = Field(description="psnr > 30 dB, the paper's rule.")
+    exact_copy: bool = Field(description="The latents are equal.")
+
+
+class Sample(BaseModel):
+    index: int
+    ok: bool
+    failure: str | None = Field(description="Why the sample did not finish; null when ok.")
+    bits: str | None = Field(description="The latent, packed; null when not ok.")
+    image_png: str | None = Field(description="Base64 PNG of the decoded sample.")
+    backtracks: int
+    steps: int
+    neural_share: float = Field(description="Share of positions the γ-ARVM filled.")
+    answered_by: list[list[int]] = Field(
+        description="Per position: γ of the table that chose the token, 0 neural, −1 unfilled."
+    )
+    examples: list[list[int]] = Field(
+        description="Per position: a training image id holding that window, −1 if none."
+    )
+    nearest: list[Hit] | None = None
+
+
+class SampleResponse(BaseModel):
+    gamma: int
+    mode: Mode
+    seed: int
+    temperature: float
+    budget: int
+    positional: bool
+    latent_shape: list[int]
+    encoding: Encoding
+    finished: int
+    seconds: float
+    samples: list[Sample]
+
+
+class EncodedImage(BaseModel):
+    filename: str | None
+    bits: str
+    reconstruction_png: str | None = None
+    psnr_reconstruction: float | None = None
+
+
+class EncodeResponse(BaseModel):
+    latent_shape: list[int]
+    encoding: Encoding
+    items: list[EncodedImage]
+
+
+class DecodeRequest(Strict):
+    bits: list[str] = Field(min_length=1, description="Packed latents (at most max_images).")
+    encoding: Encoding = "hex"
+    format: Literal["json", "png"] = Field(
+        "json", description="json: base64 PNGs; png: one image/png (one latent only)."
+    )
+
+
+class DecodeResponse(BaseModel):
+    images_png: list[str]
+
+
+class NearestRequest(Strict):
+    image_png: str | None = Field(None, description="Base64 image file (PNG, JPEG, …).")
+    bits: str | None = Field(None, description="A packed latent, instead of an image.")
+    encoding: Encoding = "hex"
+    k: int = Field(5, ge=1, description="Hits to return (at most max_k).")
+    by: Literal["pixels", "latent"] = Field(
+        "pixels", description="Rank by pixel PSNR or by latent Hamming distance."
+    )
+
+
+class NearestResponse(BaseModel):
+    by: str
+    bits: str = Field(description="The query's latent (hex).")
+    hits: list[Hit]
+
+
+class Problem(BaseModel):
+    detail: str

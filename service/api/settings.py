@@ -1,0 +1,49 @@
+"""Every limit and switch of the service in one place, read from LATENTGRAM_* variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from service.errors import InvalidInputError
+from service.run import DEFAULT_RUN_DIR
+
+ENV_PREFIX = "LATENTGRAM_"
+
+
+class Settings(BaseModel):
+    """Service settings; each field can be set as LATENTGRAM_<FIELD NAME IN CAPITALS>."""
+
+    run: Path = Field(DEFAULT_RUN_DIR, description="The prepared run directory to serve.")
+    api_key: str | None = Field(
+        None, description="When set, /v1 and /metrics need it (X-API-Key or Bearer)."
+    )
+    max_upload_bytes: int = Field(4 << 20, ge=1, description="Bytes of one request body.")
+    max_pixels: int = Field(4096 * 4096, ge=1, description="Pixels of one uploaded image.")
+    max_images: int = Field(64, ge=1, description="Images or latents in one encode/decode call.")
+    max_n: int = Field(256, ge=1, description="Samples in one /v1/sample call.")
+    max_budget: int = Field(100_000, ge=1, description="Search steps allowed per sample.")
+    max_k: int = Field(100, ge=1, description="Nearest training images returned per query.")
+    reload_seconds: float = Field(
+        5.0, ge=0, description="How often a run that failed to load is tried again."
+    )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Settings from the environment, then `overrides` (the CLI's options) on top."""
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = os.environ.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidInputError(f"bad service settings: {problems}") from None
