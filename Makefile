@@ -36,10 +36,25 @@ setup: system-packages $(STAMP)
 
 # Debian's dataset-fashion-mnist is the default data source; without apt, point
 # LATENTGRAM_FASHION_MNIST_DIR or --source idx:PATH at the IDX files instead.
+# tests/test_deploy.py validates the Compose files with `docker compose` or, where that is
+# missing, Debian's docker-compose (1.29), which needs no Docker daemon: docker.io is left out.
+# tests/test_web.py drives Debian's chromium headless through Playwright, so Playwright's own
+# browser download is never needed; headless needs none of its recommended packages.
 system-packages:
 	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+	@if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1 && \
+		command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			docker-compose; \
+	fi
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			chromium; \
 	fi
 
 # torch is installed first and pinned: an unpinned torch pulls the CUDA build (gigabytes).
