@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import duckdb
 import numpy as np
+import torch
 import typer
 
 from models import PRESETS, TrainConfig
@@ -487,6 +488,9 @@ def serve(
     from service.api import Settings, create_app
 
     settings = Settings.from_env(run=run)
+    # Requests run side by side in threads; each one's small decode gains nothing from more
+    # than one core, and several multi-threaded ones at once stall each other.
+    torch.set_num_threads(1)
     typer.echo(f"serving {settings.run} on http://{host}:{port} (API docs at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
 

@@ -30,9 +30,13 @@ def test_help_explains_every_command() -> None:
 
 def test_prepare_then_decode(tmp_path: Path, fashion_small) -> None:
     run = tmp_path / "run"
-    done = cli("prepare", "--run", str(run), "--limit", "128", "--preset", "tiny", "--epochs", "1")
+    done = cli(
+        "prepare", "--run", str(run), "--limit", "128", "--preset", "tiny", "--epochs", "1",
+        "--arvm-hidden", "32",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "run ready" in done.stdout and '"psnr_binary"' in done.stdout
+    assert all(f'"g{g}": {{' in done.stdout.split('"arvms"')[1] for g in (3, 5, 7))
     paths = RunPaths(run)
     assert paths.latents.exists() and paths.images.exists() and paths.blae_weights.exists()
     grid = cli("decode", "--run", str(run), "--limit", "16", "--out", str(tmp_path / "grid.png"))
@@ -79,10 +83,13 @@ def test_prepare_then_decode(tmp_path: Path, fashion_small) -> None:
     assert starved.returncode == 0 and '"ok": 0' in starved.stdout, starved.stderr
     assert len(read_latents(tmp_path / "none.parquet")) == 0
 
+    hybrid = cli("sample", "--run", str(run), "--mode", "hybrid", "--out", str(tmp_path / "h.png"))
+    assert hybrid.returncode == 0 and '"ok": 64' in hybrid.stdout, hybrid.stderr
+
     recorded = paths.run_json.read_text()
     for args, message in [
         (("sample", "--out", str(tmp_path / "x.parquet")), "--out must be a .png"),
-        (("sample", "--mode", "hybrid"), "no γ-ARVM"),
+        (("sample", "--mode", "neural", "--positional"), "no γ-ARVM"),
         (("train-ae", "--resume", "--preset", "default", "--limit", "128"), "cannot resume"),
         (("train-ae", "--kappa", "0", "--limit", "16"), "kappa > 0"),
         (("encode", "--device", "tpu"), "cannot use device"),
