@@ -108,8 +108,10 @@ def train_autoencoder(
         update_run_json(paths, "data", data_record)
 
     steps_per_epoch = -(-len(train_images) // train_config.batch_size)
+    last = min(train_config.epochs, stop_epoch or train_config.epochs)
+    polish = train_config.polish_steps(len(train_images)) if last == train_config.epochs else 0
     bar = tqdm(
-        total=steps_per_epoch * max(train_config.epochs - start_epoch, 0),
+        total=steps_per_epoch * max(last - start_epoch, 0) + polish * (start_epoch < last),
         desc="train BL-AE",
         unit="step",
         disable=not progress,
