@@ -31,6 +31,10 @@ format: setup
 bench: setup
 	$(BIN)/python benchmarks/blae_figures.py --run $(RUN)
 	$(BIN)/python benchmarks/ngram_figures.py --run $(RUN)
+	$(BIN)/python benchmarks/arvm_figures.py --run $(RUN)
+	$(BIN)/pip install -q -e '.[bench]'  # FAISS, the nearest-image baseline
+	$(BIN)/python benchmarks/nearest_figures.py --run $(RUN)
+	$(BIN)/python benchmarks/service_figures.py --run $(RUN)
 
 setup: system-packages $(STAMP)
 

@@ -32,7 +32,8 @@ def encode_images(
     device = next(model.parameters()).device
     packed, saturated = [], 0
     for start in range(0, len(images), batch_size):
-        x = to_unit(torch.from_numpy(images[start : start + batch_size]).to(device))
+        batch = np.require(images[start : start + batch_size], requirements="W")  # torch writes
+        x = to_unit(torch.from_numpy(batch).to(device))
         codes = model.encode(x)  # (B, C, H, W) in (−1, 1)
         saturated += int((codes.abs() > 0.95).sum().item())
         packed.append(pack_bits((codes > 0).cpu().numpy()))
