@@ -26,6 +26,17 @@ class TopK:
     positions: np.ndarray  # (Q, k) int64 rows of the database
     distances: np.ndarray  # (Q, k) int64: differing bits, or summed squared pixel errors
 
+    @staticmethod
+    def concatenate(parts: list[TopK], k: int) -> TopK:
+        """The results of consecutive query blocks as one (an empty one for no blocks)."""
+        if not parts:
+            empty = np.zeros((0, k), np.int64)
+            return TopK(empty, empty.copy())
+        return TopK(
+            np.concatenate([p.positions for p in parts]),
+            np.concatenate([p.distances for p in parts]),
+        )
+
 
 def popcount(words: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Set bits of each uint64 into `out` (uint8, same shape)."""
@@ -94,13 +105,7 @@ class HammingIndex:
             smallest_k(self._distances(queries[s : s + step]), k)
             for s in range(0, len(queries), step)
         ]
-        if not parts:
-            empty = np.zeros((0, k), np.int64)
-            return TopK(empty, empty.copy())
-        return TopK(
-            np.concatenate([p.positions for p in parts]),
-            np.concatenate([p.distances for p in parts]),
-        )
+        return TopK.concatenate(parts, k)
 
     def distances_at(self, packed: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """Distances of each query (Q, bytes) to its own rows `positions` (Q, k) → (Q, k) int64."""

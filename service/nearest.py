@@ -121,13 +121,7 @@ class PixelIndex:
         queries = np.ascontiguousarray(queries, dtype=np.uint8)
         step = max(1, SCORE_BYTES // (4 * n))
         parts = [self._search_block(queries[s : s + step], k) for s in range(0, len(queries), step)]
-        if not parts:
-            empty = np.zeros((0, k), np.int64)
-            return TopK(empty, empty.copy())
-        return TopK(
-            np.concatenate([p.positions for p in parts]),
-            np.concatenate([p.distances for p in parts]),
-        )
+        return TopK.concatenate(parts, k)
 
     def _search_block(self, queries: np.ndarray, k: int) -> TopK:
         n = len(self)
@@ -384,10 +378,7 @@ class NearestIndex:
                 f"{field} must be uint8 of shape (Q, {c}, {h}, {w}), "
                 f"got {images.dtype} {images.shape}"
             )
-        if count is not None and len(images) != count:
-            raise InvalidInputError(
-                f"{field} must have one row per query ({count}), got {len(images)}"
-            )
+        _check_count(field, len(images), count)
         return images
 
     def _check_packed(self, packed: np.ndarray, field: str, count: int | None) -> np.ndarray:
@@ -398,11 +389,13 @@ class NearestIndex:
                 f"{field} must be packed uint8 of shape (Q, {width}) for latents of shape "
                 f"{self.latent_shape}, got {packed.dtype} {packed.shape}"
             )
-        if count is not None and len(packed) != count:
-            raise InvalidInputError(
-                f"{field} must have one row per query ({count}), got {len(packed)}"
-            )
+        _check_count(field, len(packed), count)
         return packed
+
+
+def _check_count(field: str, rows: int, count: int | None) -> None:
+    if count is not None and rows != count:
+        raise InvalidInputError(f"{field} must have one row per query ({count}), got {rows}")
 
 
 def reconstructions_path(paths: RunPaths, model_sha256: str, packed: np.ndarray) -> Path:
