@@ -263,3 +263,15 @@ def test_api_key_and_memorization_report(
         assert src.startswith("blob:")
         assert page.evaluate("() => sessionStorage.getItem('latentgram.apiKey')") == "s3cret"
         visit.check()
+
+
+def test_api_docs_render_offline(page: Page, live_server: LiveServer) -> None:
+    """/docs lists the operations with every asset served by the app (no CDN)."""
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{live_server.url}/docs")
+    page.wait_for_selector(".opblock-summary-path", timeout=15_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert "/v1/sample" in " ".join(paths) and "/v1/nearest" in " ".join(paths)
+    origin = urlsplit(live_server.url)
+    assert all(urlsplit(u).netloc == origin.netloc for u in requested if u.startswith("http"))

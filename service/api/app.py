@@ -6,12 +6,13 @@ import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -23,6 +24,7 @@ from service.api.state import EngineHolder, NotReadyError
 from service.errors import InvalidInputError, LatentgramError
 
 STATIC = Path(__file__).parent / "static"
+SWAGGER_UI = Path(str(resources.files("fastapi_swagger") / "resources"))  # Swagger UI 5 files
 
 
 def _problem(status: int, detail: str, **headers: str) -> JSONResponse:
@@ -67,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=metadata.version("latentgram"),
         description="Exact and neural sampling from binary latent n-grams, and memorization.",
         lifespan=lifespan,
+        docs_url=None,  # served below from local files: FastAPI's default loads them from a CDN
+        redoc_url=None,
     )
     app.state.settings, app.state.holder, app.state.metrics = settings, holder, metrics
 
@@ -137,6 +141,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        """Swagger UI for /openapi.json, from the fastapi-swagger package: works offline."""
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="latentgram API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    app.mount("/docs-assets", StaticFiles(directory=SWAGGER_UI), name="docs-assets")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(router, dependencies=[Depends(require_key)])
     return app
