@@ -23,6 +23,7 @@ from models.arvm_train import ARVMTrainConfig
 from service.arvm_training import train_run_arvm
 from service.checkpoints import load_blae
 from service.codec import decode_packed
+from service.engine import RunEngine
 from service.errors import InvalidInputError, LatentgramError
 from service.imaging import make_grid, save_png
 from service.migrate import migrate as apply_migrations
@@ -452,8 +453,6 @@ def report(
 ) -> None:
     """Memorization report: how often samples copy training images, per γ and mode, beside a
     held-out baseline; JSON, plots and sample sheets in the run's reports/ folder."""
-    from service.engine import RunEngine
-
     config = ReportConfig(
         samples=samples,
         gammas=parse_int_list(gamma, "--gamma"),
@@ -483,7 +482,7 @@ def serve(
 
     Limits and the API key come from LATENTGRAM_* variables (see README, "The service").
     """
-    import uvicorn
+    import uvicorn  # the web stack loads only for this command
 
     from service.api import Settings, create_app
 

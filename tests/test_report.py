@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from live_server import start_server, wait_ready
 
 from service.engine import RunEngine
@@ -111,3 +112,18 @@ def test_bad_report_options(engine: RunEngine) -> None:
         build_report(engine, ReportConfig(samples=4, gammas=(9,)), progress=False)
     with pytest.raises(InvalidInputError, match="modes"):
         ReportConfig(modes=("dream",))
+
+
+def test_report_takes_fid_with_a_supplied_inception_file(
+    tmp_path: Path, reported: RunPaths
+) -> None:
+    """--inception adds the standard FID beside the classifier distance (stand-in network)."""
+    from test_quality import StandInInception
+
+    path = tmp_path / "inception-2015-12-05.pt"
+    torch.jit.script(StandInInception()).save(str(path))
+    shutil.copytree(reported.root, tmp_path / "run")  # leave the module's report as it is
+    config = ReportConfig(samples=8, gammas=(5,), modes=("exact",), inception=path)
+    report = build_report(RunEngine.load(tmp_path / "run"), config, progress=False)
+    assert report["baseline"]["fid"] >= 0 and report["results"]["g5-exact"]["fid"] >= 0
+    assert report["config"]["inception"] == str(path)
