@@ -22,9 +22,9 @@ from service.codec import decode_bits, encode_images
 from service.errors import RunError
 from service.generation import Generator
 from service.index import NgramIndex
-from service.nearest import NearestIndex, cached_reconstructions
+from service.nearest import NearestIndex
 from service.parquet_io import LatentSet, read_images, read_latents
-from service.pipeline import GeneratedSamples
+from service.pipeline import GeneratedSamples, check_tables_fresh, decode_samples
 from service.run import RunPaths
 from service.sampler import SampleConfig
 from service.sources import ImageSet
@@ -62,12 +62,7 @@ class RunEngine:
             )
         with open_store(paths.require(paths.store, "build"), read_only=True) as con:
             tables = list_tables(con)
-            stale = [t.name for t in tables if t.model_sha256 != latents.model_sha256]
-            if stale:
-                raise RunError(
-                    f"tables {', '.join(stale)} were built from latents of another BL-AE: "
-                    f"run `latentgram build --run {paths.root}` again"
-                )
+            check_tables_fresh(paths, tables, latents)
             if not tables:
                 raise RunError(f"no n-gram tables in {paths.store}: run `latentgram build`")
             indexes = {
@@ -76,20 +71,7 @@ class RunEngine:
         networks = {
             key: load_arvm(paths, *key) for key in indexes if arvm_paths(paths, *key)[0].exists()
         }
-        train = latents.select(latents.splits == "train")
-        train_images = images.select(images.splits == "train")
-        if not np.array_equal(train.ids, image_ids[images.splits == "train"]):
-            raise RunError(f"{paths.images} and {paths.latents} disagree: run `latentgram encode`")
-        neighbours = NearestIndex(
-            train_images.images,
-            train.packed,
-            train.ids,
-            train.labels,
-            cached_reconstructions(paths, blae, train.packed),
-            latent_shape=latents.shape,
-            class_names=images.class_names,
-            model=blae.model,
-        )
+        neighbours = NearestIndex.from_training_split(paths, blae, image_ids, images, latents)
         return cls(paths, blae, image_ids, images, latents, tables, indexes, networks, neighbours)
 
     @property
@@ -148,10 +130,7 @@ class RunEngine:
     ) -> GeneratedSamples:
         generator = self.generator(positional)
         batch = generator.sample(gamma, mode, config, complete_with_hybrid=complete_with_hybrid)
-        bits = tokens_to_bits(batch.tokens, self.latent_shape[0])
-        images = decode_bits(self.blae.model, bits)
-        index_bytes = sum(i.nbytes for i in generator.indexes.values())
-        return GeneratedSamples(batch, images, index_bytes, self.latent_shape, self.blae.sha256)
+        return decode_samples(generator, batch, self.blae)
 
     @property
     def train_images(self) -> int:

@@ -36,8 +36,9 @@ from service.checkpoints import BLAECheckpoint, load_blae
 from service.codec import decode_packed, encode_images
 from service.errors import InvalidInputError, RunError
 from service.hamming import HammingIndex, TopK
-from service.parquet_io import read_images, read_latents
+from service.parquet_io import LatentSet, read_images, read_latents
 from service.run import RunPaths
+from service.sources import ImageSet
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +280,18 @@ class NearestIndex:
                 f"run `latentgram encode --run {paths.root}` again"
             )
         image_ids, images = read_images(paths.require(paths.images, "encode"))
+        return cls.from_training_split(paths, checkpoint, image_ids, images, latents)
+
+    @classmethod
+    def from_training_split(
+        cls,
+        paths: RunPaths,
+        checkpoint: BLAECheckpoint,
+        image_ids: np.ndarray,
+        images: ImageSet,
+        latents: LatentSet,
+    ) -> NearestIndex:
+        """The training split of a run's images and latents, already read."""
         train_images = images.select(images.splits == "train")
         image_ids = image_ids[images.splits == "train"]
         train = latents.select(latents.splits == "train")

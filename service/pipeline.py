@@ -15,7 +15,7 @@ from tqdm import tqdm
 from models import BLAEConfig, TrainConfig, blae_preset
 from service.arvm_training import arvm_paths, load_arvm
 from service.bits import pack_bits, tokens_to_bits
-from service.checkpoints import load_blae
+from service.checkpoints import BLAECheckpoint, load_blae
 from service.codec import decode_bits, encode_images
 from service.errors import InvalidInputError, RunError
 from service.generation import Generator
@@ -200,6 +200,26 @@ class GeneratedSamples:
     model_sha256: str  # the BL-AE that decoded them
 
 
+def check_tables_fresh(paths: RunPaths, tables: Sequence[TableInfo], latents: LatentSet) -> None:
+    """RunError when a table was built from latents of another BL-AE than the run's."""
+    stale = [t.name for t in tables if t.model_sha256 != latents.model_sha256]
+    if stale:
+        raise RunError(
+            f"tables {', '.join(stale)} were built from latents of another BL-AE: "
+            f"run `latentgram build --run {paths.root}` again"
+        )
+
+
+def decode_samples(
+    generator: Generator, batch: SampleBatch, blae: BLAECheckpoint
+) -> GeneratedSamples:
+    """A batch of samples decoded through the BL-AE, with what drew them."""
+    bits = tokens_to_bits(batch.tokens, generator.latent_shape[0])
+    index_bytes = sum(i.nbytes for i in generator.indexes.values())
+    images = decode_bits(blae.model, bits)
+    return GeneratedSamples(batch, images, index_bytes, generator.latent_shape, blae.sha256)
+
+
 def load_generator(
     paths: RunPaths, *, gamma: int, mode: str, positional: bool = False
 ) -> Generator:
@@ -213,12 +233,7 @@ def load_generator(
             built = [t for t in list_tables(con) if t.positional == positional]
             low = mode == "backoff"
             wanted = [t for t in built if t.gamma == gamma or (low and t.gamma < gamma)]
-            stale = [t.name for t in wanted if t.model_sha256 != latents.model_sha256]
-            if stale:
-                raise RunError(
-                    f"tables {', '.join(stale)} were built from latents of another BL-AE: "
-                    f"run `latentgram build --run {paths.root}` again"
-                )
+            check_tables_fresh(paths, wanted, latents)
             indexes = {t.gamma: NgramIndex.load(con, t.gamma, positional) for t in wanted}
     networks = {}
     if arvm_paths(paths, gamma, positional)[0].exists():
@@ -238,11 +253,7 @@ def sample_run(
     """Draw samples from the run in any mode and decode them through the BL-AE."""
     generator = load_generator(paths, gamma=gamma, mode=mode, positional=positional)
     batch = generator.sample(gamma, mode, config, complete_with_hybrid=complete_with_hybrid)
-    blae = load_blae(paths)
-    bits = tokens_to_bits(batch.tokens, generator.latent_shape[0])
-    index_bytes = sum(i.nbytes for i in generator.indexes.values())
-    images = decode_bits(blae.model, bits)
-    return GeneratedSamples(batch, images, index_bytes, generator.latent_shape, blae.sha256)
+    return decode_samples(generator, batch, load_blae(paths))
 
 
 def samples_as_latents(generated: GeneratedSamples) -> LatentSet:

@@ -31,6 +31,7 @@ from service.bits import packed_from_text, packed_to_text
 from service.engine import RunEngine
 from service.errors import InvalidInputError
 from service.image_input import png_bytes, read_image
+from service.nearest import psnr_from_squared_error
 from service.report import REPORT_JSON, REPORT_PLOT
 from service.sampler import SampleConfig
 from service.windows import check_gamma
@@ -168,18 +169,15 @@ async def encode(
             item = EncodedImage(filename=upload.filename, bits=packed_to_text(packed[i], encoding))
             if decoded is not None:
                 item.reconstruction_png = b64(png_bytes(decoded[i]))
-                item.psnr_reconstruction = round(psnr(batch[i], decoded[i]), 4)
+                squared = np.sum((batch[i].astype(np.int64) - decoded[i]) ** 2)
+                psnr = psnr_from_squared_error(squared, batch[i].size)
+                item.psnr_reconstruction = round(float(psnr), 4)
             items.append(item)
         return EncodeResponse(
             latent_shape=list(engine.latent_shape), encoding=encoding, items=items
         )
 
     return await run_in_threadpool(work)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)) / 255.0**2
-    return 10 * np.log10(1 / max(mse, 1e-10))
 
 
 @router.post(
