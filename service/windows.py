@@ -62,19 +62,28 @@ def gather_contexts(
     ]
 
 
+def token_dtype(pad: int) -> np.dtype:
+    """The narrowest unsigned type that holds every token and PAD (= 2^C, C ≤ 16)."""
+    return np.dtype(np.uint16 if pad <= np.iinfo(np.uint16).max else np.uint32)
+
+
 def extract_windows(tokens: np.ndarray, gamma: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
     """Every window of every grid: (N·H·W, K) contexts and (N·H·W,) next tokens.
 
     Rows are ordered image-major, then raster order: row i is image i // (H·W), position
-    i % (H·W). One fancy-indexing gather, no Python loop over windows.
+    i % (H·W). Each context slot is one shifted slice of the padded grids, copied whole; the
+    contexts are a column-major view of those slots, so each slot (a column) is contiguous for
+    the key hash, and tokens take 2 bytes instead of 8.
     """
     check_gamma(gamma)
     n, h, w = tokens.shape
-    padded = pad_grids(tokens, gamma, pad)
-    rows = np.repeat(np.arange(n), h * w)
-    ys = np.tile(np.repeat(np.arange(h), w), n)
-    xs = np.tile(np.tile(np.arange(w), h), n)
-    return gather_contexts(padded, rows, ys, xs, gamma), tokens.reshape(-1)
+    r = (gamma - 1) // 2
+    padded = pad_grids(tokens.astype(token_dtype(pad), copy=False), gamma, pad)
+    offsets = context_offsets(gamma)
+    slots = np.empty((len(offsets), n, h, w), dtype=padded.dtype)
+    for slot, (dy, dx) in zip(slots, offsets, strict=True):
+        slot[...] = padded[:, r + dy : r + dy + h, r + dx : r + dx + w]
+    return slots.reshape(len(offsets), -1).T, tokens.reshape(-1)
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -95,14 +104,16 @@ def context_keys(contexts: np.ndarray, positions: np.ndarray | None = None) -> n
     the same tokens. Two different contexts share a key with probability ~2^-64: the build checks
     the training contexts for it, and a query colliding with a training key is ~1e-13 likely.
     """
-    tokens = np.asarray(contexts).astype(np.uint64)
+    contexts = np.asarray(contexts)
     with np.errstate(over="ignore"):
-        h = np.full(len(tokens), _GOLDEN, dtype=np.uint64)
-        for k in range(tokens.shape[1]):
-            h ^= tokens[:, k]
+        h = np.full(len(contexts), _GOLDEN, dtype=np.uint64)
+        shifted = np.empty_like(h)  # reused: no temporary array per slot
+        for k in range(contexts.shape[1]):  # contiguous when contexts come from extract_windows
+            np.bitwise_xor(h, contexts[:, k], out=h, dtype=np.uint64, casting="unsafe")
             h *= _MIX1
-            h ^= h >> np.uint64(29)
-        pos = positions if positions is not None else np.full(len(tokens), _NO_POSITION)
+            np.right_shift(h, np.uint64(29), out=shifted)
+            h ^= shifted
+        pos = positions if positions is not None else np.full(len(contexts), _NO_POSITION)
         h = splitmix64(h ^ pos.astype(np.int64).astype(np.uint64))
     return h.view(np.int64)
 
@@ -112,7 +123,7 @@ class WindowSet:
     """All windows of a set of token grids, keyed for the store."""
 
     keys: np.ndarray  # (M,) int64 context hash
-    contexts: np.ndarray  # (M, K) int64 context tokens
+    contexts: np.ndarray  # (M, K) context tokens, column-major uint16 (uint32 when C = 16)
     positions: np.ndarray  # (M,) int64 raster position y·W + x
     tokens: np.ndarray  # (M,) int64 next token
     images: np.ndarray  # (M,) int64 image id the window comes from
