@@ -25,7 +25,14 @@ from service.errors import InvalidInputError, RunError
 from service.index import group_offsets
 from service.parquet_io import LatentSet, read_latents
 from service.run import RunPaths, file_sha256, update_run_json
-from service.store import TableInfo, get_table, open_store, read_table, table_name
+from service.store import (
+    TableInfo,
+    get_table,
+    open_store,
+    read_contexts,
+    read_table,
+    table_name,
+)
 from service.windows import build_windows, context_size
 
 log = logging.getLogger(__name__)
@@ -39,20 +46,21 @@ def arvm_paths(paths: RunPaths, gamma: int, positional: bool = False) -> tuple[P
 
 def table_histograms(con: duckdb.DuckDBPyConnection, info: TableInfo) -> HistogramSet:
     """Every distinct context of a table with its histogram, through Arrow."""
-    table = read_table(con, info, ("context_key", "context", "position", "token", "count"))
+    table = read_table(con, info, ("context_key", "token", "count"))
     starts = group_offsets(table.column("context_key").to_numpy())
-    first = starts[:-1]
+    contexts = read_contexts(con, info)  # one row per context, in the same key order
+    if len(contexts) != len(starts) - 1:
+        raise RunError(f"table {info.name} is inconsistent: rebuild it with `latentgram build`")
     k = context_size(info.gamma)
-    blobs = table.column("context").combine_chunks()
+    blobs = contexts.column("context").combine_chunks()
     raw = np.frombuffer(blobs.buffers()[2], np.uint8)  # variable-size binary: values buffer
     offsets = np.frombuffer(blobs.buffers()[1], np.int32)[: len(blobs) + 1]
-    starts_bytes = offsets[first]
-    contexts = raw[starts_bytes[:, None] + np.arange(4 * k)[None, :]].view("<u4").astype(np.int64)
+    tokens = raw[offsets[:-1, None] + np.arange(4 * k)[None, :]].view("<u4").astype(np.int64)
     positions = None
     if info.positional:
-        positions = torch.from_numpy(table.column("position").to_numpy()[first].astype(np.int64))
+        positions = torch.from_numpy(contexts.column("position").to_numpy().astype(np.int64))
     return HistogramSet.from_counts(
-        contexts=torch.from_numpy(contexts.reshape(-1, k)),
+        contexts=torch.from_numpy(tokens.reshape(-1, k)),
         starts=torch.from_numpy(starts),
         tokens=torch.from_numpy(table.column("token").to_numpy().astype(np.int64)),
         counts=torch.from_numpy(table.column("count").to_numpy().astype(np.int64)),
@@ -72,7 +80,7 @@ def latent_histograms(latents: LatentSet, gamma: int, positional: bool) -> Histo
     ctx_starts = group_offsets(keys[pair_start])
     window_of_ctx = order[pair_start[ctx_starts[:-1]]]
     return HistogramSet.from_counts(
-        contexts=torch.from_numpy(w.contexts[window_of_ctx]),
+        contexts=torch.from_numpy(w.contexts[window_of_ctx].astype(np.int64)),
         starts=torch.from_numpy(ctx_starts),
         tokens=torch.from_numpy(toks[pair_start]),
         counts=torch.from_numpy(counts.astype(np.int64)),

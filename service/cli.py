@@ -223,7 +223,8 @@ def migrate(
     """Bring the run's DuckDB store up to the latest schema (migrating twice is a no-op)."""
     paths = RunPaths(run)
     if show_status:
-        with open_store(paths.require(paths.store, "migrate"), read_only=True) as con:
+        store = paths.require(paths.store, "migrate")
+        with open_store(store, read_only=True, check_schema=False) as con:
             state = migration_status(con)
         _emit(f"store: {paths.store}", asdict(state))
         return

@@ -7,6 +7,7 @@ after `RunEngine.load` is called again (a restart).
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,9 @@ from service.pipeline import GeneratedSamples, check_tables_fresh, decode_sample
 from service.run import RunPaths
 from service.sampler import SampleConfig
 from service.sources import ImageSet
-from service.store import TableInfo, list_tables, open_store
+from service.store import TableInfo, list_tables, open_store, upgrade_store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,7 +63,9 @@ class RunEngine:
             raise RunError(
                 f"{paths.latents} was encoded by another BL-AE: run `latentgram encode` again"
             )
-        with open_store(paths.require(paths.store, "build"), read_only=True) as con:
+        if applied := upgrade_store(paths.require(paths.store, "build")):
+            log.info("migrated %s: %s", paths.store, ", ".join(applied))
+        with open_store(paths.store, read_only=True) as con:
             tables = list_tables(con)
             check_tables_fresh(paths, tables, latents)
             if not tables:

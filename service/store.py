@@ -23,8 +23,9 @@ import pyarrow as pa
 from service.bits import bits_to_tokens
 from service.errors import InvalidInputError, RunError
 from service.migrate import migrate
+from service.migrate import status as migration_status
 from service.parquet_io import LatentSet
-from service.windows import build_windows, check_gamma
+from service.windows import build_windows, check_gamma, extract_windows
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,11 @@ _INFO_COLUMNS = (
 )
 
 
-def open_store(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Connect to the store; a writer brings the schema up to date first."""
+def open_store(
+    path: Path, *, read_only: bool = False, check_schema: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """Connect to the store; a writer brings the schema up to date first, a reader refuses a
+    store whose schema is behind this code (unless `check_schema` is off, to report it)."""
     if read_only and not path.exists():
         raise RunError(f"{path} is missing: run `latentgram build` first")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +77,25 @@ def open_store(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnect
         raise RunError(f"{path} is not a readable DuckDB store: {exc}") from exc
     if not read_only:
         migrate(con)
+    elif check_schema and (state := migration_status(con)).pending:
+        con.close()
+        raise RunError(
+            f"{path} has schema version {state.current}, this latentgram needs {state.latest}:"
+            f" run `latentgram migrate --run {path.parent}`"
+        )
     return con
+
+
+def upgrade_store(path: Path) -> list[str]:
+    """Apply pending migrations to an existing store (the service does this as it starts);
+    returns the migrations applied. A store in use by a build is a RunError: retry later."""
+    if not path.exists():
+        return []
+    with open_store(path, read_only=True, check_schema=False) as con:
+        pending = migration_status(con).pending
+    if pending:
+        open_store(path).close()  # a writer applies them
+    return list(pending)
 
 
 def list_tables(con: duckdb.DuckDBPyConnection) -> list[TableInfo]:
@@ -99,23 +121,59 @@ def get_table(con: duckdb.DuckDBPyConnection, gamma: int, positional: bool = Fal
 
 @dataclass(frozen=True)
 class _BuildInput:
-    """What the GROUP BY reads: one row per window, and one row per distinct context."""
+    """What the build writes from: one row per window, and one row per distinct context."""
 
-    windows: pa.Table  # context_key, position, token, image, first_in_image
-    contexts: pa.Table  # context_key, context (tokens as little-endian uint32 bytes)
+    windows: pa.Table  # context_key, token, image, first_in_image
+    contexts: pa.Table  # context_key, position, context (tokens as little-endian uint32 bytes)
 
 
-def first_in_image(keys: np.ndarray, tokens: np.ndarray, per_image: int) -> np.ndarray:
-    """True for the first window of each (image, context, token): summing it over a group
-    counts distinct images without a COUNT(DISTINCT), the costly part of the GROUP BY."""
+def histogram_query(windows: str) -> str:
+    """The build's one GROUP BY over a relation of windows: the histogram of eq. 9 with its
+    provenance. First-in-image flags count the distinct images without a COUNT(DISTINCT), which
+    would cost more than the rest of the query."""
+    return (
+        "SELECT context_key, token, count(*) AS count, count_if(first_in_image) AS images,"
+        f" min(image) AS example_image FROM {windows} GROUP BY context_key, token"
+    )
+
+
+def pad_pattern_classes(gamma: int, height: int, width: int, positional: bool) -> np.ndarray:
+    """(H·W,) a class per raster position: windows at positions of different classes never
+    share a context, because PAD (never a real token) fills different slots of their windows,
+    or, in positional tables, because the position is part of the context."""
+    if positional:
+        return np.arange(height * width)
+    pad_mask, _ = extract_windows(np.zeros((1, height, width), np.int64), gamma, pad=1)
+    _, classes = np.unique(pad_mask, axis=0, return_inverse=True)
+    return classes.reshape(-1)
+
+
+def first_in_image(keys: np.ndarray, tokens: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """True for the first window of each (image, context, token), windows image-major in raster
+    order: summing it over a group counts the distinct images that hold the window.
+
+    Only windows at positions of one PAD class can repeat within an image (`classes`), so only
+    those pairs are compared: a few dozen column compares on 4×4 grids, none at all at γ = 7.
+    Grids with large classes sort each image's windows instead.
+    """
+    per_image = len(classes)
     k, t = keys.reshape(-1, per_image), tokens.reshape(-1, per_image)
-    order = np.lexsort((t, k), axis=-1)  # windows sorted within each image
-    ks, ts = np.take_along_axis(k, order, -1), np.take_along_axis(t, order, -1)
-    repeat = np.zeros_like(ks, dtype=bool)
-    repeat[:, 1:] = (ks[:, 1:] == ks[:, :-1]) & (ts[:, 1:] == ts[:, :-1])
-    first = np.empty_like(repeat)
-    np.put_along_axis(first, order, ~repeat, -1)
-    return first.reshape(-1)
+    pairs = [(i, j) for j in range(per_image) for i in np.flatnonzero(classes[:j] == classes[j])]
+    if len(pairs) > 4 * per_image:
+        order = np.lexsort((t, k), axis=-1)
+        ks, ts = np.take_along_axis(k, order, -1), np.take_along_axis(t, order, -1)
+        repeat = np.zeros_like(ks, dtype=bool)
+        repeat[:, 1:] = (ks[:, 1:] == ks[:, :-1]) & (ts[:, 1:] == ts[:, :-1])
+        first = np.empty_like(repeat)
+        np.put_along_axis(first, order, ~repeat, -1)
+        return first.reshape(-1)
+    first = np.ones(k.T.shape, dtype=bool)
+    if not pairs:
+        return first.reshape(-1)
+    k, t = k.T.copy(), t.T.copy()  # position-major: each compare reads contiguous memory
+    for i, j in pairs:
+        first[j] &= (k[i] != k[j]) | (t[i] != t[j])
+    return first.T.reshape(-1)
 
 
 def _build_input(latents: LatentSet, gamma: int, positional: bool) -> _BuildInput:
@@ -124,25 +182,41 @@ def _build_input(latents: LatentSet, gamma: int, positional: bool) -> _BuildInpu
     tokens = bits_to_tokens(latents.bits())  # (N, H, W)
     win = build_windows(tokens, latents.ids, gamma, pad=1 << c, positional=positional)
     keys, first_of_key, key_of_window = np.unique(win.keys, return_index=True, return_inverse=True)
-    contexts = win.contexts[first_of_key]  # (M, K) one context per key
-    if not np.array_equal(contexts[key_of_window], win.contexts):
+    # Every window that repeats an earlier window's key must repeat its context too.
+    first_window = first_of_key[key_of_window]
+    later = np.flatnonzero(first_window != np.arange(len(first_window)))
+    if not np.array_equal(win.contexts[later], win.contexts[first_window[later]]):
         raise RunError(
             "two different contexts share a 64-bit key: report this, it should not happen"
         )
-    context_bytes = np.ascontiguousarray(contexts.astype("<u4")).view(np.uint8)
+    context_bytes = np.ascontiguousarray(win.contexts[first_of_key], dtype="<u4").view(np.uint8)
     blob = pa.Array.from_buffers(
         pa.binary(context_bytes.shape[1]), len(keys), [None, pa.py_buffer(context_bytes)]
+    )
+    position = (
+        pa.array(win.positions[first_of_key], pa.int32())
+        if positional
+        else pa.nulls(len(keys), pa.int32())
     )
     windows = pa.table(
         {
             "context_key": win.keys,
-            "position": win.positions.astype(np.int32),
             "token": win.tokens.astype(np.int32),
             "image": win.images,
-            "first_in_image": first_in_image(win.keys, win.tokens, h * w).astype(np.int8),
+            "first_in_image": first_in_image(
+                win.keys, win.tokens, pad_pattern_classes(gamma, h, w, positional)
+            ),
         }
     )
-    return _BuildInput(windows, pa.table({"context_key": keys, "context": blob.cast(pa.binary())}))
+    contexts = pa.table(
+        {
+            "context_key": keys,
+            "position": position,
+            "context": blob.cast(pa.binary()),
+        }
+    )
+    # Batches, not one chunk: DuckDB scans Arrow batches in parallel.
+    return _BuildInput(pa.Table.from_batches(windows.to_batches(max_chunksize=1 << 16)), contexts)
 
 
 def build_table(
@@ -178,28 +252,14 @@ def build_table(
             " VALUES (?, ?, ?, ?, 'building', ?, ?, ?, ?, ?)",
             [table_id, name, gamma, positional, run, train.model_sha256, train.shape[0], h, w],
         )
-        # The one GROUP BY of the build: the histogram of eq. 9 with provenance, then the
-        # context tokens joined on by key.
+        rows = con.execute(
+            "INSERT INTO ngrams (table_id, context_key, token, count, images, example_image)"
+            f" SELECT ?, * FROM ({histogram_query('lg_windows')})",
+            [table_id],
+        ).fetchall()[0][0]
         con.execute(
-            f"""
-            INSERT INTO ngrams
-            SELECT {table_id}, h.context_key, c.context, h.position, h.token,
-                   h.count, h.images, h.example_image
-            FROM (
-                SELECT context_key, token,
-                       {"any_value(position)" if positional else "NULL::INTEGER"} AS position,
-                       count(*) AS count, sum(first_in_image) AS images,
-                       min(image) AS example_image
-                FROM lg_windows
-                GROUP BY context_key, token
-            ) h JOIN lg_contexts c USING (context_key)
-            """
-        )
-        contexts, rows = (
-            len(built.contexts),
-            con.execute("SELECT count(*) FROM ngrams WHERE table_id = ?", [table_id]).fetchall()[0][
-                0
-            ],
+            "INSERT INTO ngram_contexts SELECT ?, context_key, position, context FROM lg_contexts",
+            [table_id],
         )
         old = [
             r[0]
@@ -209,14 +269,14 @@ def build_table(
             ).fetchall()
         ]
         if old:
-            con.execute("DELETE FROM ngrams WHERE table_id IN (SELECT unnest(?))", [old])
-            con.execute("DELETE FROM ngram_tables WHERE table_id IN (SELECT unnest(?))", [old])
+            for table in ("ngrams", "ngram_contexts", "ngram_tables"):
+                con.execute(f"DELETE FROM {table} WHERE table_id IN (SELECT unnest(?))", [old])
         con.execute(
             "UPDATE ngram_tables SET state = 'ready', windows = ?, contexts = ?, rows = ?,"
             " images = ?, build_seconds = ? WHERE table_id = ?",
             [
                 len(built.windows),
-                contexts,
+                len(built.contexts),
                 rows,
                 len(train),
                 time.perf_counter() - started,
@@ -252,5 +312,14 @@ def read_table(
     cols = ", ".join(columns)
     return con.sql(
         f"SELECT {cols} FROM ngrams WHERE table_id = $id ORDER BY context_key, token",
+        params={"id": info.table_id},
+    ).to_arrow_table()
+
+
+def read_contexts(con: duckdb.DuckDBPyConnection, info: TableInfo) -> pa.Table:
+    """A table's contexts (context_key, position, context) sorted by key, through Arrow."""
+    return con.sql(
+        "SELECT context_key, position, context FROM ngram_contexts WHERE table_id = $id"
+        " ORDER BY context_key",
         params={"id": info.table_id},
     ).to_arrow_table()

@@ -4,7 +4,9 @@ definition of the causal window (DESIGN.md §3)."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from pathlib import Path
 
+import duckdb
 import numpy as np
 
 from service.bits import pack_bits, tokens_to_bits
@@ -53,3 +55,20 @@ def latents_from_tokens(
     return LatentSet(
         ids, np.full(n, "train"), np.zeros(n, np.int64), packed, (channels, h, w), "0" * 64
     )
+
+
+def downgrade_to_first_schema(store: Path) -> None:
+    """Rewrite a store in the layout of migration 0001, as an older latentgram left it: the
+    context and position on every token row of `ngrams`, no `ngram_contexts`."""
+    with duckdb.connect(str(store)) as con:
+        con.execute("BEGIN TRANSACTION")
+        con.execute(
+            "CREATE TABLE first_ngrams AS SELECT n.table_id, n.context_key, c.context, c.position,"
+            " n.token, n.count, n.images, n.example_image"
+            " FROM ngrams n JOIN ngram_contexts c USING (table_id, context_key)"
+        )
+        con.execute("DROP TABLE ngrams")
+        con.execute("DROP TABLE ngram_contexts")
+        con.execute("ALTER TABLE first_ngrams RENAME TO ngrams")
+        con.execute("DELETE FROM schema_version WHERE version > 1")
+        con.execute("COMMIT")

@@ -17,11 +17,14 @@ import httpx
 import numpy as np
 import pytest
 from live_server import LiveServer, start_server, wait_ready
+from ngram_helpers import downgrade_to_first_schema
 from PIL import Image
 
 from service.bits import packed_to_text
+from service.migrate import status as migration_status
 from service.parquet_io import read_images, read_latents
 from service.run import RunPaths
+from service.store import open_store
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -331,3 +334,17 @@ def test_half_built_run_is_not_ready(tmp_path: Path, tiny_run: RunPaths) -> None
             time.sleep(0.1)
             reason = get(server, "/readyz").json()["reason"]
         assert "store.duckdb is missing" in reason and "latentgram build" in reason
+
+
+def test_service_start_applies_pending_migrations(tmp_path: Path, prepared_run: RunPaths) -> None:
+    """A store an older latentgram left (schema 0001) is migrated as the service starts."""
+    old = RunPaths(tmp_path / "run")
+    shutil.copytree(prepared_run.root, old.root)
+    downgrade_to_first_schema(old.store)
+    for server in start_server(old):
+        wait_ready(server)
+        assert get(server, "/v1/info").status_code == 200
+        sampled = post(server, "/v1/sample", json={"n": 8, "seed": 1})
+        assert sampled.status_code == 200 and sampled.json()["finished"] > 0
+    with open_store(old.store, read_only=True) as con:
+        assert not migration_status(con).pending

@@ -9,12 +9,12 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from ngram_helpers import brute_force_histograms, latents_from_tokens
+from ngram_helpers import brute_force_histograms, downgrade_to_first_schema, latents_from_tokens
 
-from service.errors import InvalidInputError
+from service.errors import InvalidInputError, RunError
 from service.index import NgramIndex
 from service.migrate import discover, migrate, status
-from service.store import build_table, get_table, list_tables, open_store
+from service.store import build_table, get_table, list_tables, open_store, upgrade_store
 
 
 def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
@@ -38,18 +38,58 @@ def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
     assert s.current == s.latest >= 1 and s.pending == ()
 
 
-@pytest.mark.parametrize("gamma,positional", [(3, False), (5, False), (3, True)])
-def test_histograms_equal_brute_force_counts(tmp_path: Path, gamma: int, positional: bool) -> None:
+def _table_rows(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple], list[tuple]]:
+    return (
+        con.execute("SELECT * FROM ngrams ORDER BY ALL").fetchall(),
+        con.execute("SELECT * FROM ngram_contexts ORDER BY ALL").fetchall(),
+    )
+
+
+def test_migration_0002_keeps_every_row_of_a_0001_store(tmp_path: Path) -> None:
+    """Built now, rewritten in the 0001 layout, migrated forward: the same rows come back."""
+    store = tmp_path / "s.duckdb"
+    rng = np.random.default_rng(3)
+    with open_store(store) as con:
+        build_table(con, latents_from_tokens(rng.integers(0, 3, (40, 4, 4)), channels=2), gamma=3)
+        build_table(
+            con, latents_from_tokens(rng.integers(0, 3, (40, 4, 4)), 2), gamma=5, positional=True
+        )
+        before = _table_rows(con)
+    downgrade_to_first_schema(store)
+    with pytest.raises(RunError, match=r"schema version 1, this latentgram needs \d.*migrate"):
+        open_store(store, read_only=True)
+    assert upgrade_store(store) == ["0002_contexts_table.sql"]
+    assert upgrade_store(store) == []
+    with open_store(store, read_only=True) as con:
+        assert _table_rows(con) == before
+        assert NgramIndex.load(con, 5, positional=True).info.rows == len(
+            [r for r in before[0] if r[0] == get_table(con, 5, True).table_id]
+        )
+
+
+# 3×4 grids take the pairwise first-in-image check, 8×8 grids at γ = 3 (large PAD classes)
+# the per-image sort.
+@pytest.mark.parametrize(
+    "gamma,positional,grid",
+    [(3, False, (3, 4)), (5, False, (3, 4)), (3, True, (3, 4)), (3, False, (8, 8))],
+)
+def test_histograms_equal_brute_force_counts(
+    tmp_path: Path, gamma: int, positional: bool, grid: tuple[int, int]
+) -> None:
     rng = np.random.default_rng(gamma)
-    tokens = rng.integers(0, 3, (60, 3, 4))  # few tokens, so contexts repeat
+    tokens = rng.integers(0, 3, (60, *grid))  # few tokens, so contexts repeat, within images too
     ids = np.arange(60) * 7 + 11
     latents = latents_from_tokens(tokens, channels=2, ids=ids)
     with open_store(tmp_path / "s.duckdb") as con:
         info = build_table(con, latents, gamma=gamma, positional=positional)
         rows = con.execute(
-            "SELECT context, position, token, count, images, example_image"
-            " FROM ngrams WHERE table_id = ?",
+            "SELECT c.context, c.position, n.token, n.count, n.images, n.example_image"
+            " FROM ngrams n JOIN ngram_contexts c USING (table_id, context_key)"
+            " WHERE table_id = ?",
             [info.table_id],
+        ).fetchall()
+        contexts = con.execute(
+            "SELECT count(*) FROM ngram_contexts WHERE table_id = ?", [info.table_id]
         ).fetchall()
         index = NgramIndex.load(con, gamma, positional)
     expected = brute_force_histograms(tokens, ids, gamma, pad=4, positional=positional)
@@ -67,7 +107,8 @@ def test_histograms_equal_brute_force_counts(tmp_path: Path, gamma: int, positio
         assert dict(zip(h.tokens.tolist(), h.counts.tolist(), strict=True)) == {
             t: n for t, (n, _) in hist.items()
         }
-    assert info.contexts == len(expected) and info.windows == 60 * 12
+    assert info.contexts == len(expected) == contexts[0][0]
+    assert info.windows == 60 * grid[0] * grid[1] and info.rows == len(rows)
     assert index.histogram(np.full(index.keys.size and len(tokens_only), 3), position) is None
 
 
@@ -80,10 +121,11 @@ def test_rebuild_replaces_the_table(tmp_path: Path) -> None:
         second = build_table(con, b, gamma=3)
         assert [t.name for t in list_tables(con)] == ["g3"]
         assert get_table(con, 3).table_id == second.table_id and second.images == 50
-        orphans = con.execute(
-            "SELECT count(*) FROM ngrams WHERE table_id <> ?", [second.table_id]
-        ).fetchall()
-        assert orphans == [(0,)]
+        for table in ("ngrams", "ngram_contexts"):
+            orphans = con.execute(
+                f"SELECT count(*) FROM {table} WHERE table_id <> ?", [second.table_id]
+            ).fetchall()
+            assert orphans == [(0,)]
 
 
 def test_bad_gamma_is_a_clear_error(tmp_path: Path) -> None:
