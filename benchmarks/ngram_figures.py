@@ -16,6 +16,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -28,8 +29,16 @@ from service.index import NgramIndex
 from service.parquet_io import LatentSet, read_latents
 from service.run import RunPaths
 from service.sampler import ExactSampler, SampleConfig, uniform
-from service.store import build_table, first_in_image, get_table, open_store
-from service.windows import build_windows, context_keys, gather_contexts, pad_grids
+from service.store import (
+    TableInfo,
+    build_table,
+    first_in_image,
+    get_table,
+    histogram_query,
+    open_store,
+    pad_pattern_classes,
+)
+from service.windows import WindowSet, build_windows, context_keys, gather_contexts, pad_grids
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -38,36 +47,57 @@ def timed(fn):  # type: ignore[no-untyped-def]
     return result, time.perf_counter() - started
 
 
-def group_by_stage(train: LatentSet, gamma: int) -> tuple[float, float]:
-    """Seconds of the histogram step alone, from the same in-memory windows: DuckDB (its
-    first-in-image flags included) and a plain pandas groupby (count, nunique, min)."""
-    tokens = bits_to_tokens(train.bits())
-    w = build_windows(tokens, train.ids, gamma, pad=1 << train.shape[0])
-    started = time.perf_counter()
-    first = first_in_image(w.keys, w.tokens, tokens.shape[1] * tokens.shape[2])
-    table = pa.table({"k": w.keys, "t": w.tokens, "i": w.images, "f": first.astype(np.int8)})
-    con = duckdb.connect()
-    con.register("w", table)
-    con.execute("CREATE TABLE h AS SELECT k, t, count(*), sum(f), min(i) FROM w GROUP BY k, t")
-    duck_s = time.perf_counter() - started
-    frame = pd.DataFrame({"key": w.keys, "token": w.tokens, "image": w.images})
-    started = time.perf_counter()
-    frame.groupby(["key", "token"]).agg(
-        count=("image", "size"), images=("image", "nunique"), example=("image", "min")
-    )
-    return duck_s, time.perf_counter() - started
+def duckdb_group_by(con: duckdb.DuckDBPyConnection, w: WindowSet, classes: np.ndarray) -> None:
+    """The build's GROUP BY (histogram_query) over in-memory windows, into a table, with the
+    first-in-image flags it needs computed first."""
+    first = first_in_image(w.keys, w.tokens, classes)
+    columns = {"context_key": w.keys, "token": w.tokens.astype(np.int32), "image": w.images}
+    windows = pa.table({**columns, "first_in_image": first})
+    con.register("bench_windows", pa.Table.from_batches(windows.to_batches(max_chunksize=1 << 16)))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE bench_h AS {histogram_query('bench_windows')}")
+    con.unregister("bench_windows")
 
 
-def pandas_build(train: LatentSet, gamma: int) -> float:
-    """Baseline for the whole build: window extraction, then the pandas groupby, in memory."""
-    started = time.perf_counter()
-    tokens = bits_to_tokens(train.bits())
-    w = build_windows(tokens, train.ids, gamma, pad=1 << train.shape[0])
+def pandas_group_by(w: WindowSet) -> None:
+    """Baseline: a plain pandas groupby giving the same columns (count, distinct images, an
+    example image), from the same in-memory windows."""
     frame = pd.DataFrame({"key": w.keys, "token": w.tokens, "image": w.images})
     frame.groupby(["key", "token"]).agg(
         count=("image", "size"), images=("image", "nunique"), example=("image", "min")
     )
-    return time.perf_counter() - started
+
+
+def median_seconds(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+    """Median wall time of each function over `reps` rounds, the functions interleaved in each
+    round so that drift in the machine's speed hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            times[name].append(timed(fn)[1])
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def build_figures(
+    con: duckdb.DuckDBPyConnection, train: LatentSet, gamma: int, reps: int
+) -> tuple[TableInfo, dict[str, float]]:
+    """The γ build, its GROUP BY and its extraction beside the pandas baseline (medians)."""
+    tokens = bits_to_tokens(train.bits())
+    pad, (_, h, w) = 1 << train.shape[0], train.shape
+
+    def extract() -> WindowSet:
+        return build_windows(tokens, train.ids, gamma, pad=pad)
+
+    windows, classes = extract(), pad_pattern_classes(gamma, h, w, positional=False)
+    seconds = median_seconds(
+        {
+            "build": lambda: build_table(con, train, gamma=gamma),
+            "extract": extract,
+            "duckdb_group_by": lambda: duckdb_group_by(con, windows, classes),
+            "pandas_group_by": lambda: pandas_group_by(windows),
+        },
+        reps,
+    )
+    return get_table(con, gamma), seconds
 
 
 def per_query_sampler(
@@ -111,15 +141,15 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("runs/default"))
     parser.add_argument("--samples", type=int, default=20_000)
     parser.add_argument("--baseline-samples", type=int, default=50)
+    parser.add_argument("--build-reps", type=int, default=5, help="timed rounds per build figure")
     args = parser.parse_args()
     latents = read_latents(RunPaths(args.run).latents)
     train = latents.select(latents.splits == "train")
     figures: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "b.duckdb") as con:
         for gamma in (3, 5, 7):
-            info, build_s = timed(lambda g=gamma: build_table(con, train, gamma=g))
-            pandas_s = pandas_build(train, gamma)
-            duck_group_s, pandas_group_s = group_by_stage(train, gamma)
+            info, sec = build_figures(con, train, gamma, args.build_reps)
+            pandas_build_s = sec["extract"] + sec["pandas_group_by"]
             index = NgramIndex.load(con, gamma)
             sampler = ExactSampler(index)
             sampler.sample(SampleConfig(n=256, seed=99))  # warm-up: weights cache
@@ -130,12 +160,14 @@ def main() -> None:
             figures[f"gamma={gamma}"] = {
                 "windows": info.windows,
                 "contexts": info.contexts,
-                "group_by_windows_per_s": round(info.windows / duck_group_s),
-                "pandas_group_by_windows_per_s": round(info.windows / pandas_group_s),
-                "group_by_vs_pandas": round(pandas_group_s / duck_group_s, 1),
-                "full_build_windows_per_s": round(info.windows / build_s),
-                "pandas_extract_and_group_windows_per_s": round(info.windows / pandas_s),
-                "full_build_vs_pandas": round(pandas_s / build_s, 1),
+                "group_by_windows_per_s": round(info.windows / sec["duckdb_group_by"]),
+                "pandas_group_by_windows_per_s": round(info.windows / sec["pandas_group_by"]),
+                "group_by_vs_pandas": round(sec["pandas_group_by"] / sec["duckdb_group_by"], 2),
+                "extract_s": round(sec["extract"], 3),
+                "full_build_s": round(sec["build"], 3),
+                "full_build_windows_per_s": round(info.windows / sec["build"]),
+                "pandas_extract_and_group_windows_per_s": round(info.windows / pandas_build_s),
+                "full_build_vs_pandas": round(pandas_build_s / sec["build"], 2),
                 "sample_grids_per_s": round(grids_per_s),
                 "sample_ok_share": round(float(batch.ok.mean()), 4),
                 "median_backtracks": float(np.median(batch.backtracks)),
