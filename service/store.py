@@ -182,14 +182,18 @@ def _build_input(latents: LatentSet, gamma: int, positional: bool) -> _BuildInpu
     tokens = bits_to_tokens(latents.bits())  # (N, H, W)
     win = build_windows(tokens, latents.ids, gamma, pad=1 << c, positional=positional)
     keys, first_of_key, key_of_window = np.unique(win.keys, return_index=True, return_inverse=True)
-    # Every window that repeats an earlier window's key must repeat its context too.
+    # Every window that repeats an earlier window's key must repeat its context too. Slot by
+    # slot: each slot is a contiguous column of the extracted windows.
     first_window = first_of_key[key_of_window]
     later = np.flatnonzero(first_window != np.arange(len(first_window)))
-    if not np.array_equal(win.contexts[later], win.contexts[first_window[later]]):
-        raise RunError(
-            "two different contexts share a 64-bit key: report this, it should not happen"
-        )
-    context_bytes = np.ascontiguousarray(win.contexts[first_of_key], dtype="<u4").view(np.uint8)
+    earlier = first_window[later]
+    for slot in win.contexts.T:
+        if not np.array_equal(slot[later], slot[earlier]):
+            raise RunError(
+                "two different contexts share a 64-bit key: report this, it should not happen"
+            )
+    slots_of_keys = np.take(win.contexts.T, first_of_key, axis=1)  # gathers whole slots
+    context_bytes = np.ascontiguousarray(slots_of_keys.T, dtype="<u4").view(np.uint8)
     blob = pa.Array.from_buffers(
         pa.binary(context_bytes.shape[1]), len(keys), [None, pa.py_buffer(context_bytes)]
     )
