@@ -26,6 +26,7 @@ from service.codec import decode_packed
 from service.engine import RunEngine
 from service.errors import InvalidInputError, LatentgramError
 from service.imaging import make_grid, save_png
+from service.index import NgramIndex
 from service.migrate import migrate as apply_migrations
 from service.migrate import status as migration_status
 from service.parquet_io import read_latents, write_latents
@@ -300,11 +301,14 @@ def tables(run: RunOpt = DEFAULT_RUN_DIR) -> None:
     if not built:
         typer.echo("no tables built yet: run `latentgram build`")
         return
-    typer.echo(f"{'table':<6} {'γ':>3} {'windows':>10} {'contexts':>10} {'rows':>10} {'built':>20}")
+    typer.echo(
+        f"{'table':<6} {'γ':>3} {'windows':>10} {'contexts':>10} {'rows':>10}"
+        f" {'index MiB':>9} {'built':>20}"
+    )
     for t in built:
         typer.echo(
-            f"{t.name:<6} {t.gamma:>3} {t.windows:>10,} {t.contexts:>10,} "
-            f"{t.rows:>10,} {t.created_at:%Y-%m-%d %H:%M:%S}"
+            f"{t.name:<6} {t.gamma:>3} {t.windows:>10,} {t.contexts:>10,} {t.rows:>10,}"
+            f" {NgramIndex.nbytes_of(t) / 2**20:>9.1f} {t.created_at:%Y-%m-%d %H:%M:%S}"
         )
 
 

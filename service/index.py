@@ -60,6 +60,12 @@ class NgramIndex:
         arrays = (self.keys, self.starts, self.tokens, self.counts, self.examples)
         return sum(a.nbytes for a in arrays)
 
+    @staticmethod
+    def nbytes_of(info: TableInfo) -> int:
+        """What `nbytes` will be once the table is loaded, from its catalogue row alone:
+        keys and offsets per context, token, count and example per row, 8 bytes each."""
+        return 8 * (2 * info.contexts + 1) + 3 * 8 * info.rows
+
     @classmethod
     def load(
         cls, con: duckdb.DuckDBPyConnection, gamma: int, positional: bool = False

@@ -50,6 +50,7 @@ def test_prepare_then_decode(tmp_path: Path, fashion_small) -> None:
     assert (paths.reports / "samples-g5.png").exists()
     listed = cli("tables", "--run", str(run))
     assert listed.returncode == 0 and all(f"g{g} " in listed.stdout for g in (3, 5, 7))
+    assert "index MiB" in listed.stdout
     out = tmp_path / "grid.png"
     drawn = cli(
         "sample", "--run", str(run), "--gamma", "7", "-n", "9", "--seed", "1", "--out", str(out)

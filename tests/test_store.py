@@ -108,6 +108,7 @@ def test_histograms_equal_brute_force_counts(
             t: n for t, (n, _) in hist.items()
         }
     assert info.contexts == len(expected) == contexts[0][0]
+    assert index.nbytes == NgramIndex.nbytes_of(info)  # what `latentgram tables` shows
     assert info.windows == 60 * grid[0] * grid[1] and info.rows == len(rows)
     assert index.histogram(np.full(index.keys.size and len(tokens_only), 3), position) is None
 
