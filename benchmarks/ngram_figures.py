@@ -57,7 +57,7 @@ def duckdb_group_by(
     first = first_in_image(w.keys, w.tokens, classes)
     columns = {"context_key": w.keys, "token": w.tokens.astype(np.int32), "image": w.images}
     windows = pa.table({**columns, "first_in_image": first})
-    con.register("bench_windows", pa.Table.from_batches(windows.to_batches(max_chunksize=1 << 16)))
+    con.register("bench_windows", windows)
     if into_store:
         con.execute("BEGIN TRANSACTION")
         con.execute(

@@ -219,8 +219,7 @@ def _build_input(latents: LatentSet, gamma: int, positional: bool) -> _BuildInpu
             "context": blob.cast(pa.binary()),
         }
     )
-    # Batches, not one chunk: DuckDB scans Arrow batches in parallel.
-    return _BuildInput(pa.Table.from_batches(windows.to_batches(max_chunksize=1 << 16)), contexts)
+    return _BuildInput(windows, contexts)
 
 
 def build_table(
