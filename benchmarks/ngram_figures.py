@@ -79,20 +79,21 @@ def pandas_group_by(w: WindowSet) -> None:
     )
 
 
-def median_seconds(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
-    """Median wall time of each function over `reps` rounds, the functions interleaved in each
+def round_seconds(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, np.ndarray]:
+    """Wall time of each function in each of `reps` rounds, the functions interleaved in every
     round so that drift in the machine's speed hits them alike."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
             times[name].append(timed(fn)[1])
-    return {name: float(np.median(t)) for name, t in times.items()}
+    return {name: np.array(t) for name, t in times.items()}
 
 
 def build_figures(
-    con: duckdb.DuckDBPyConnection, train: LatentSet, gamma: int, reps: int
-) -> tuple[TableInfo, dict[str, float]]:
-    """The γ build, its GROUP BY and its extraction beside the pandas baseline (medians)."""
+    con: duckdb.DuckDBPyConnection, train: LatentSet, gamma: int, reps: int, build_reps: int
+) -> tuple[TableInfo, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Seconds per round of the GROUP BY beside pandas (`reps` rounds), then of the whole γ
+    build beside extraction plus pandas (`build_reps` rounds)."""
     tokens = bits_to_tokens(train.bits())
     pad, (_, h, w) = 1 << train.shape[0], train.shape
 
@@ -100,19 +101,27 @@ def build_figures(
         return build_windows(tokens, train.ids, gamma, pad=pad)
 
     windows, classes = extract(), pad_pattern_classes(gamma, h, w, positional=False)
-    seconds = median_seconds(
+    group_by = round_seconds(
         {
-            "build": lambda: build_table(con, train, gamma=gamma),
-            "extract": extract,
-            "duckdb_group_by": lambda: duckdb_group_by(con, windows, classes, into_store=False),
-            "duckdb_group_by_into_store": lambda: duckdb_group_by(
-                con, windows, classes, into_store=True
-            ),
-            "pandas_group_by": lambda: pandas_group_by(windows),
+            "duckdb": lambda: duckdb_group_by(con, windows, classes, into_store=False),
+            "duckdb_into_store": lambda: duckdb_group_by(con, windows, classes, into_store=True),
+            "pandas": lambda: pandas_group_by(windows),
         },
         reps,
     )
-    return get_table(con, gamma), seconds
+    build = round_seconds(
+        {
+            "build": lambda: build_table(con, train, gamma=gamma),
+            "pandas": lambda: pandas_group_by(extract()),
+        },
+        build_reps,
+    )
+    return get_table(con, gamma), group_by, build
+
+
+def median_ratio(baseline: np.ndarray, ours: np.ndarray) -> float:
+    """How many times faster than the baseline: the median over rounds of the per-round ratio."""
+    return round(float(np.median(baseline / ours)), 2)
 
 
 def per_query_sampler(
@@ -156,15 +165,22 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("runs/default"))
     parser.add_argument("--samples", type=int, default=20_000)
     parser.add_argument("--baseline-samples", type=int, default=50)
-    parser.add_argument("--build-reps", type=int, default=7, help="timed rounds per build figure")
+    parser.add_argument("--group-by-reps", type=int, default=15, help="rounds of GROUP BY timing")
+    parser.add_argument("--build-reps", type=int, default=5, help="rounds of full-build timing")
     args = parser.parse_args()
     latents = read_latents(RunPaths(args.run).latents)
     train = latents.select(latents.splits == "train")
     figures: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "b.duckdb") as con:
         for gamma in (3, 5, 7):
-            info, sec = build_figures(con, train, gamma, args.build_reps)
-            pandas_build_s = sec["extract"] + sec["pandas_group_by"]
+            info, group_by, build = build_figures(
+                con, train, gamma, args.group_by_reps, args.build_reps
+            )
+            windows_per_s = {
+                f"{stage}_{name}": round(info.windows / float(np.median(t)))
+                for stage, rounds in (("group_by", group_by), ("build", build))
+                for name, t in rounds.items()
+            }
             index = NgramIndex.load(con, gamma)
             sampler = ExactSampler(index)
             sampler.sample(SampleConfig(n=256, seed=99))  # warm-up: weights cache
@@ -175,20 +191,17 @@ def main() -> None:
             figures[f"gamma={gamma}"] = {
                 "windows": info.windows,
                 "contexts": info.contexts,
-                "group_by_windows_per_s": round(info.windows / sec["duckdb_group_by"]),
-                "pandas_group_by_windows_per_s": round(info.windows / sec["pandas_group_by"]),
-                "group_by_vs_pandas": round(sec["pandas_group_by"] / sec["duckdb_group_by"], 2),
-                "group_by_into_store_windows_per_s": round(
-                    info.windows / sec["duckdb_group_by_into_store"]
+                "group_by_windows_per_s": windows_per_s["group_by_duckdb"],
+                "pandas_group_by_windows_per_s": windows_per_s["group_by_pandas"],
+                "group_by_vs_pandas": median_ratio(group_by["pandas"], group_by["duckdb"]),
+                "group_by_into_store_windows_per_s": windows_per_s["group_by_duckdb_into_store"],
+                "group_by_into_store_vs_pandas": median_ratio(
+                    group_by["pandas"], group_by["duckdb_into_store"]
                 ),
-                "group_by_into_store_vs_pandas": round(
-                    sec["pandas_group_by"] / sec["duckdb_group_by_into_store"], 2
-                ),
-                "extract_s": round(sec["extract"], 3),
-                "full_build_s": round(sec["build"], 3),
-                "full_build_windows_per_s": round(info.windows / sec["build"]),
-                "pandas_extract_and_group_windows_per_s": round(info.windows / pandas_build_s),
-                "full_build_vs_pandas": round(pandas_build_s / sec["build"], 2),
+                "full_build_s": round(float(np.median(build["build"])), 3),
+                "full_build_windows_per_s": windows_per_s["build_build"],
+                "pandas_extract_and_group_windows_per_s": windows_per_s["build_pandas"],
+                "full_build_vs_pandas": median_ratio(build["pandas"], build["build"]),
                 "sample_grids_per_s": round(grids_per_s),
                 "sample_ok_share": round(float(batch.ok.mean()), 4),
                 "median_backtracks": float(np.median(batch.backtracks)),
