@@ -62,9 +62,8 @@ def test_migration_0002_keeps_every_row_of_a_0001_store(tmp_path: Path) -> None:
     assert upgrade_store(store) == []
     with open_store(store, read_only=True) as con:
         assert _table_rows(con) == before
-        assert NgramIndex.load(con, 5, positional=True).info.rows == len(
-            [r for r in before[0] if r[0] == get_table(con, 5, True).table_id]
-        )
+        index = NgramIndex.load(con, 5, positional=True)
+        assert len(index.tokens) == index.info.rows > 0
 
 
 # 3×4 grids take the pairwise first-in-image check, 8×8 grids at γ = 3 (large PAD classes)
