@@ -23,7 +23,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from service.bits import bits_to_tokens
 from service.index import NgramIndex
@@ -33,11 +32,11 @@ from service.sampler import ExactSampler, SampleConfig, uniform
 from service.store import (
     TableInfo,
     build_table,
-    first_in_image,
     get_table,
     histogram_query,
     open_store,
     pad_pattern_classes,
+    windows_table,
 )
 from service.windows import WindowSet, build_windows, context_keys, gather_contexts, pad_grids
 
@@ -54,10 +53,7 @@ def duckdb_group_by(
     """The build's GROUP BY (histogram_query) over in-memory windows, with the first-in-image
     flags it needs computed first: into a temporary (in-memory) table, or written into the
     store's on-disk `ngrams` as the build writes it, then rolled back."""
-    first = first_in_image(w.keys, w.tokens, classes)
-    columns = {"context_key": w.keys, "token": w.tokens.astype(np.int32), "image": w.images}
-    windows = pa.table({**columns, "first_in_image": first})
-    con.register("bench_windows", windows)
+    con.register("bench_windows", windows_table(w, classes))
     if into_store:
         con.execute("BEGIN TRANSACTION")
         con.execute(

@@ -25,7 +25,7 @@ from service.errors import InvalidInputError, RunError
 from service.migrate import migrate
 from service.migrate import status as migration_status
 from service.parquet_io import LatentSet
-from service.windows import build_windows, check_gamma, extract_windows
+from service.windows import WindowSet, build_windows, check_gamma, extract_windows
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,18 @@ def first_in_image(keys: np.ndarray, tokens: np.ndarray, classes: np.ndarray) ->
     return first.T.reshape(-1)
 
 
+def windows_table(win: WindowSet, classes: np.ndarray) -> pa.Table:
+    """What histogram_query reads: one row per window, with its first-in-image flag."""
+    return pa.table(
+        {
+            "context_key": win.keys,
+            "token": win.tokens.astype(np.int32),
+            "image": win.images,
+            "first_in_image": first_in_image(win.keys, win.tokens, classes),
+        }
+    )
+
+
 def _build_input(latents: LatentSet, gamma: int, positional: bool) -> _BuildInput:
     """Windows and distinct contexts of the latents, with an exact check of the hash keys."""
     c, h, w = latents.shape
@@ -202,16 +214,7 @@ def _build_input(latents: LatentSet, gamma: int, positional: bool) -> _BuildInpu
         if positional
         else pa.nulls(len(keys), pa.int32())
     )
-    windows = pa.table(
-        {
-            "context_key": win.keys,
-            "token": win.tokens.astype(np.int32),
-            "image": win.images,
-            "first_in_image": first_in_image(
-                win.keys, win.tokens, pad_pattern_classes(gamma, h, w, positional)
-            ),
-        }
-    )
+    windows = windows_table(win, pad_pattern_classes(gamma, h, w, positional))
     contexts = pa.table(
         {
             "context_key": keys,
