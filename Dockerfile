@@ -31,12 +31,11 @@ RUN apt-get update \
 # torch first, in its own layer: it is by far the largest and changes least often.
 RUN pip install "torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}"}
 
-# An editable install from /app, not a wheel: service/migrate.py finds the SQL migrations in
-# migrations/ beside the source tree, and a wheel carries only service/ and models/. /app stays
-# root-owned, so the service cannot change its own code or migrations.
-WORKDIR /app
-COPY . /app
-RUN pip install -e /app && python -m compileall -q /app/service /app/models
+# A plain (non-editable) install: the SQL migrations ship inside the package (service/migrations
+# links to migrations/, and the wheel carries copies), so the source copy is removed afterwards
+# and the service cannot change its own code or migrations.
+COPY . /tmp/latentgram
+RUN pip install /tmp/latentgram && rm -rf /tmp/latentgram
 
 # Runs as an unprivileged user. /data is created here and owned by that user so that a new named
 # volume mounted on it starts out writable by the user (Docker copies the ownership into it).

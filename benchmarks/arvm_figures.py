@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.pipeline import load_generator
-from service.run import RunPaths, read_run_json
-from service.sampler import SampleConfig
+from service.ngram.samples import SampleConfig
+from service.run.paths import RunPaths
+from service.run.record import read_run_json
+from service.run.steps import load_sampler
 
 
 def main() -> None:
@@ -46,10 +47,10 @@ def main() -> None:
         config = SampleConfig(n=args.samples, seed=1)
         speeds = {}
         for mode in ("exact", "backoff", "hybrid", "neural"):
-            generator = load_generator(paths, gamma=gamma, mode=mode)
-            generator.sample(gamma, mode, SampleConfig(n=64, seed=99))  # warm-up
+            sampler = load_sampler(paths, gamma=gamma, mode=mode)
+            sampler.sample(gamma, mode, SampleConfig(n=64, seed=99))  # warm-up
             started = time.perf_counter()
-            batch = generator.sample(gamma, mode, config)
+            batch = sampler.sample(gamma, mode, config)
             seconds = time.perf_counter() - started
             speeds[mode] = args.samples / seconds
             row[f"{mode}_grids_per_s"] = round(speeds[mode])

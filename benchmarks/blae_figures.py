@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.checkpoints import load_blae
-from service.codec import decode_packed, encode_images
-from service.parquet_io import read_images
-from service.run import RunPaths, read_run_json
+from service.data.parquet import read_images
+from service.latents.codec import decode_packed, encode_images
+from service.run.models import load_blae
+from service.run.paths import RunPaths
+from service.run.record import read_run_json
 
 
 def images_per_second(fn, images: np.ndarray, repeats: int = 3) -> float:

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from service.nearest import RECONSTRUCTIONS_PREFIX, NearestIndex
-from service.parquet_io import read_images, read_latents
-from service.run import RunPaths
+from service.data.parquet import read_images, read_latents
+from service.evaluation.reconstructions import RECONSTRUCTIONS_PREFIX
+from service.run.loaded import load_nearest_index
+from service.run.paths import RunPaths
 
 PIXEL_TARGET_MS = 20.0  # p50 of one pixel query over 60,000 images
 LATENT_TARGET_RATIO = 2.0  # p50 of one latent query vs FAISS IndexBinaryFlat, one thread
@@ -67,7 +68,7 @@ def main() -> None:
     paths = RunPaths(args.run)
     cached = any(paths.root.glob(f"{RECONSTRUCTIONS_PREFIX}*.npy"))
     started = time.perf_counter()
-    index = NearestIndex.from_run(paths)
+    index = load_nearest_index(paths)
     load_s = time.perf_counter() - started
     _, images = read_images(paths.images)
     latents = read_latents(paths.latents)

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from models.arvm_train import ARVMTrainConfig
-from service.arvm_training import train_run_arvm
-from service.engine import RunEngine
-from service.parquet_io import read_images, read_latents, write_images, write_latents
-from service.pipeline import build_run_tables
-from service.report import Judge
-from service.run import RunPaths
-from service.sampler import SampleConfig
+from models import ARVMTrainConfig
+from service.data.parquet import read_images, read_latents, write_images, write_latents
+from service.evaluation.report import ClosenessMeter
+from service.ngram.samples import SampleConfig
+from service.run.loaded import LoadedRun
+from service.run.paths import RunPaths
+from service.run.steps import build_run_tables
+from service.training.arvm import train_run_arvm
 
 GAMMA = 7  # global on a 4×4 grid
 
@@ -68,12 +68,12 @@ def main() -> None:
                 hidden=args.hidden,
                 progress=False,
             )
-            engine = RunEngine.load(paths.root)
+            engine = LoadedRun.load(paths.root)
             generated = engine.sample(
                 gamma=GAMMA, mode="neural", config=SampleConfig(n=args.samples, seed=0)
             )
             ok = generated.batch.ok
-            closeness = Judge(engine.neighbours).closeness(
+            closeness = ClosenessMeter(engine.neighbours).measure(
                 generated.images[ok], engine.pack_tokens(generated.batch.tokens[ok])
             )
             rows.append(

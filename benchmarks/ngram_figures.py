@@ -24,21 +24,21 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from service.bits import bits_to_tokens
-from service.index import NgramIndex
-from service.parquet_io import LatentSet, read_latents
-from service.run import RunPaths
-from service.sampler import ExactSampler, SampleConfig, uniform
-from service.store import (
-    TableInfo,
-    build_table,
-    get_table,
-    histogram_query,
-    open_store,
-    pad_pattern_classes,
-    windows_table,
+from service.data.parquet import read_latents
+from service.ngram.build import build_table, histogram_query, pad_pattern_classes, windows_table
+from service.ngram.exact import ExactSampler
+from service.ngram.index import NgramIndex
+from service.ngram.samples import SampleConfig, uniform
+from service.ngram.store import TableInfo, get_table, open_store
+from service.ngram.tokens import TokenGrids
+from service.ngram.windows import (
+    WindowSet,
+    build_windows,
+    context_keys,
+    gather_contexts,
+    pad_grids,
 )
-from service.windows import WindowSet, build_windows, context_keys, gather_contexts, pad_grids
+from service.run.paths import RunPaths
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -86,15 +86,14 @@ def round_seconds(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, 
 
 
 def build_figures(
-    con: duckdb.DuckDBPyConnection, train: LatentSet, gamma: int, reps: int, build_reps: int
+    con: duckdb.DuckDBPyConnection, train: TokenGrids, gamma: int, reps: int, build_reps: int
 ) -> tuple[TableInfo, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Seconds per round of the GROUP BY beside pandas (`reps` rounds), then of the whole γ
     build beside extraction plus pandas (`build_reps` rounds)."""
-    tokens = bits_to_tokens(train.bits())
-    pad, (_, h, w) = 1 << train.shape[0], train.shape
+    _, h, w = train.tokens.shape
 
     def extract() -> WindowSet:
-        return build_windows(tokens, train.ids, gamma, pad=pad)
+        return build_windows(train.tokens, train.image_ids, gamma, pad=train.pad)
 
     windows, classes = extract(), pad_pattern_classes(gamma, h, w, positional=False)
     group_by = round_seconds(
@@ -165,7 +164,7 @@ def main() -> None:
     parser.add_argument("--build-reps", type=int, default=5, help="rounds of full-build timing")
     args = parser.parse_args()
     latents = read_latents(RunPaths(args.run).latents)
-    train = latents.select(latents.splits == "train")
+    train = latents.select(latents.splits == "train").token_grids()
     figures: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "b.duckdb") as con:
         for gamma in (3, 5, 7):
@@ -208,7 +207,8 @@ def main() -> None:
             }
         scaling = {}
         for n in (10_000, 20_000, 40_000, 60_000):
-            part = train.select(np.arange(min(n, len(train))))
+            keep = slice(0, min(n, len(train)))
+            part = TokenGrids(train.tokens[keep], train.image_ids[keep], train.channels)
             info, build_s = timed(lambda p=part: build_table(con, p, gamma=5))
             scaling[str(len(part))] = {
                 "build_s": round(build_s, 3),

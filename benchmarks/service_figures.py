@@ -4,7 +4,7 @@
 
 - POST /v1/sample (n=16, γ=5, exact, images as PNG): requests/s and p50/p99 latency with 1 and 8
   concurrent clients, each request with its own seed; beside it the same work in-process
-  (RunEngine.sample and the PNG encoding), so the ratio is the service's overhead;
+  (LoadedRun.sample and the PNG encoding), so the ratio is the service's overhead;
 - POST /v1/nearest (k=5) for one test image, by pixels and by latent, p50/p99, beside the same
   engine call in-process.
 """
@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from service.bits import packed_to_text
-from service.engine import RunEngine
-from service.image_input import png_bytes
-from service.sampler import SampleConfig
+from service.data.images import png_bytes
+from service.latents.bits import packed_to_text
+from service.ngram.samples import SampleConfig
+from service.run.loaded import LoadedRun
 
 SAMPLE = {"n": 16, "gamma": 5, "mode": "exact"}
 
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
-    engine = RunEngine.load(args.run)
+    engine = LoadedRun.load(args.run)
 
     def in_process(seed: int) -> None:
         result = engine.sample(gamma=5, mode="exact", config=SampleConfig(n=16, seed=seed + 1))

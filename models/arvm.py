@@ -8,16 +8,18 @@ tokens; the loss is KL(q ‖ p) weighted by how often the context occurs (the pa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.config import ModelConfig
+
 
 @dataclass(frozen=True)
-class ARVMConfig:
+class ARVMConfig(ModelConfig):
     gamma: int  # window size the contexts come from
     context_size: int  # K tokens per context: 2r(r+1) for r = (γ−1)/2
     latent_channels: int  # C: tokens are 0 … 2^C − 1, PAD = 2^C
@@ -32,9 +34,6 @@ class ARVMConfig:
     @property
     def input_size(self) -> int:
         return self.context_size * (self.latent_channels + 1) + self.positions
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def context_features(
@@ -55,6 +54,8 @@ def context_features(
 
 class GammaARVM(nn.Module):
     """Context window → logits over the 2^C next tokens."""
+
+    config_class: ClassVar[type[ARVMConfig]] = ARVMConfig
 
     def __init__(self, config: ARVMConfig) -> None:
         super().__init__()

@@ -7,25 +7,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from models.arvm import GammaARVM
-from models.train import set_cosine_lr
+from models.common import set_cosine_lr
+from models.config import ModelConfig
 
 
 @dataclass(frozen=True)
-class ARVMTrainConfig:
+class ARVMTrainConfig(ModelConfig):
     epochs: int = 8  # passes over the distinct contexts
     batch_size: int = 512  # contexts per step
     lr: float = 2e-3  # peak Adam learning rate, cosine-decayed
     seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

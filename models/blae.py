@@ -9,20 +9,21 @@ the signs, so each grid cell is a C-bit token.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.config import ModelConfig
 from models.noise import NOISE_KINDS, sample_noise
 
 LEAK = 0.2  # LeakyReLU slope, also the gain used by the Kaiming initialization below
 
 
 @dataclass(frozen=True)
-class BLAEConfig:
+class BLAEConfig(ModelConfig):
     image_channels: int = 1  # 1 for grey, 3 for RGB
     image_size: int = 28  # side of the (square) dataset images; padded up to a multiple of 2^levels
     latent_channels: int = 12  # C: bits per grid cell, so tokens are 0 … 2^C − 1 (C ≤ 16)
@@ -33,7 +34,9 @@ class BLAEConfig:
     noise: str = "triangular"  # "triangular" (Tri(κ)) or "gaussian"
     sigma: float = 1.0  # noise scale; ≥ 1 is what makes the codes binary (0.5 leaves them soft)
     kappa: float = 2.0  # Tri(κ) shape; 2 puts most noise near ±σ (see models/noise.py)
-    code_gain: float = 10.0  # z = tanh(gain · a) after training; see TrainConfig.code_gain_start
+    code_gain: float = (
+        10.0  # z = tanh(gain · a) after training; see BLAETrainConfig.code_gain_start
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.latent_channels <= 16:
@@ -67,16 +70,6 @@ class BLAEConfig:
     def latent_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image's code."""
         return (self.latent_channels, self.latent_size, self.latent_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BLAEConfig:
-        fields: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
-        }
-        return cls(**fields)
 
 
 # Named architectures. "default" trains on a 2-core CPU in minutes; "paper-t4"/"paper-t5" follow
@@ -114,7 +107,7 @@ def blae_preset(name: str, **overrides: Any) -> BLAEConfig:
     """A preset config with some fields replaced (e.g. image_size, image_channels)."""
     if name not in PRESETS:
         raise ValueError(f"unknown BL-AE preset {name!r}; choose one of {sorted(PRESETS)}")
-    return BLAEConfig(**{**PRESETS[name].to_dict(), **overrides})
+    return BLAEConfig.from_dict({**PRESETS[name].to_dict(), **overrides})
 
 
 class BLAEOutput(NamedTuple):
@@ -134,6 +127,8 @@ def _head(width_in: int, width: int, layers: int, width_out: int) -> list[nn.Mod
 
 class BLAE(nn.Module):
     """Images in [0, 1] → tanh codes (B, C, H, W) → images; noise on the codes while training."""
+
+    config_class: ClassVar[type[BLAEConfig]] = BLAEConfig
 
     def __init__(self, config: BLAEConfig) -> None:
         super().__init__()

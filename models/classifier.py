@@ -11,15 +11,17 @@ over Fashion-MNIST's 60,000 images takes seconds on a 2-core CPU.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from models.config import ModelConfig
+
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(ModelConfig):
     image_channels: int = 1  # 1 for grey, 3 for RGB
     image_size: int = 28  # side of the (square) images; each level halves it (rounding down)
     num_classes: int = 10  # number of labels, 0 … num_classes − 1
@@ -41,19 +43,9 @@ class ClassifierConfig:
         """Side of the last feature map, after one 2×2 pooling per level."""
         return self.image_size // 2 ** len(self.widths)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClassifierConfig:
-        fields: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
-        }
-        return cls(**fields)
-
 
 @dataclass(frozen=True)
-class ClassifierTrainConfig:
+class ClassifierTrainConfig(ModelConfig):
     epochs: int = 1  # passes over the training split (Fashion-MNIST: ~89% test accuracy after 1)
     batch_size: int = 128  # images per step: 128 reaches ~1 point more accuracy than 256
     lr: float = 3e-3  # peak Adam learning rate, decayed along a cosine to 2% of it
@@ -63,12 +55,11 @@ class ClassifierTrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs and batch_size must be ≥ 1 and lr > 0")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 class Classifier(nn.Module):
     """Images in [0, 1] (B, C, S, S) → class logits (B, num_classes)."""
+
+    config_class: ClassVar[type[ClassifierConfig]] = ClassifierConfig
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()

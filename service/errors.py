@@ -17,3 +17,9 @@ class SourceError(LatentgramError):
 
 class RunError(LatentgramError):
     """A run directory is missing something a step needs."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first sentence, for one-line messages (torch's run on for paragraphs)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(". ")[0].rstrip(".")

@@ -6,18 +6,26 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
+from helpers import grids_from_tokens
 from live_server import LiveServer, start_server, wait_ready
 
-from models import TrainConfig
-from models.arvm_train import ARVMTrainConfig
-from service.arvm_training import train_run_arvm
-from service.pipeline import DataSpec, build_run_tables, encode_run, train_run_autoencoder
-from service.run import RunPaths
-from service.sources import FASHION_MNIST_DIR
+from models import ARVMConfig, ARVMTrainConfig, BLAETrainConfig, GammaARVM
+from models.arvm_train import train_arvm
+from service.data.sources import FASHION_MNIST_DIR, DataSpec
+from service.ngram.build import build_table
+from service.ngram.histograms import Histograms, table_histograms
+from service.ngram.index import NgramIndex
+from service.ngram.store import open_store
+from service.ngram.tokens import TokenGrids
+from service.run.paths import RunPaths
+from service.run.steps import build_run_tables, encode_run
+from service.training.arvm import histogram_set, train_run_arvm
+from service.training.autoencoder import train_run_autoencoder
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -42,7 +50,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, fashion_small: DataSpec) 
         paths,
         fashion_small,
         preset="tiny",
-        train_config=TrainConfig(epochs=2, batch_size=64, seed=0),
+        train_config=BLAETrainConfig(epochs=2, batch_size=64, seed=0),
         device="cpu",
         progress=False,
     )
@@ -74,3 +82,36 @@ def live_server(prepared_run: RunPaths) -> Iterator[LiveServer]:
     for server in start_server(prepared_run):
         wait_ready(server)
         yield server
+
+
+class SmallTables(NamedTuple):
+    """Tables γ = 3 and 5 over 40 random 3×4 grids of 2-bit tokens, and a trained γ = 5 ARVM."""
+
+    grids: TokenGrids
+    histograms: dict[int, Histograms]  # γ → the table's histograms
+    indexes: dict[int, NgramIndex]  # γ → index
+    net: GammaARVM  # trained on the γ = 5 histograms until they are nearly memorized
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return self.grids.tokens
+
+
+SMALL_CHANNELS, SMALL_GRID = 2, (3, 4)
+
+
+@pytest.fixture(scope="session")
+def small_tables(tmp_path_factory: pytest.TempPathFactory) -> SmallTables:
+    rng = np.random.default_rng(0)
+    grids = grids_from_tokens(rng.integers(0, 1 << SMALL_CHANNELS, (40, *SMALL_GRID)), 2)
+    with open_store(tmp_path_factory.mktemp("small") / "s.duckdb") as con:
+        infos = {g: build_table(con, grids, gamma=g) for g in (3, 5)}
+        histograms = {g: table_histograms(con, infos[g]) for g in (3, 5)}
+        indexes = {g: NgramIndex.load(con, g) for g in (3, 5)}
+    torch.manual_seed(0)
+    config = ARVMConfig(gamma=5, context_size=12, latent_channels=SMALL_CHANNELS, hidden=128)
+    net = GammaARVM(config)
+    train_arvm(
+        net, histogram_set(histograms[5]), ARVMTrainConfig(epochs=200, batch_size=32, lr=3e-3)
+    )
+    return SmallTables(grids, histograms, indexes, net.eval())

@@ -9,10 +9,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
-from service.run import RunPaths
+from service.run.paths import RunPaths
 
 
 def _free_port() -> int:
@@ -28,16 +29,24 @@ class LiveServer:
     api_key: str | None
 
 
-def start_server(run: RunPaths, api_key: str | None = None, **env: str) -> Iterator[LiveServer]:
-    """`latentgram serve` in its own process on a loopback port, until the generator closes."""
+def start_server(
+    run: RunPaths,
+    api_key: str | None = None,
+    *,
+    python: str = sys.executable,
+    cwd: Path | None = None,
+    **env: str,
+) -> Iterator[LiveServer]:
+    """`latentgram serve` in its own process on a loopback port, until the generator closes;
+    `python` is the interpreter it runs under (an installed copy's, say), `cwd` where."""
     port = _free_port()
     environ = {**os.environ, "OMP_NUM_THREADS": "1", **env}
     environ.pop("LATENTGRAM_API_KEY", None)
     if api_key:
         environ["LATENTGRAM_API_KEY"] = api_key
-    command = [sys.executable, "-m", "service.cli", "serve", "--run", str(run.root)]
+    command = [python, "-m", "service.cli", "serve", "--run", str(run.root)]
     command += ["--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, env=environ)
+    process = subprocess.Popen(command, env=environ, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
+    """The counters, histograms and gauges /metrics shows."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -27,6 +29,13 @@ class Metrics:
             "latentgram_samples",
             "Samples drawn, by mode and whether they finished.",
             ["mode", "finished"],
+            registry=self.registry,
+        )
+
+        self.in_progress = Gauge(
+            "latentgram_requests_in_progress",
+            "Heavy requests being answered now, by kind.",
+            ["kind"],
             registry=self.registry,
         )
 

@@ -7,10 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.sampler import MAX_TEMPERATURE, MIN_TEMPERATURE
-
-Encoding = Literal["hex", "base64"]
-Mode = Literal["exact", "backoff", "hybrid", "neural"]
+from service.evaluation.nearest import NearestBy
+from service.latents.bits import TextEncoding as Encoding
+from service.ngram.modes import Mode
+from service.ngram.samples import MAX_TEMPERATURE, MIN_TEMPERATURE
 
 
 class Strict(BaseModel):
@@ -108,13 +108,11 @@ class NearestRequest(Strict):
     bits: str | None = Field(None, description="A packed latent, instead of an image.")
     encoding: Encoding = "hex"
     k: int = Field(5, ge=1, description="Hits to return (at most max_k).")
-    by: Literal["pixels", "latent"] = Field(
-        "pixels", description="Rank by pixel PSNR or by latent Hamming distance."
-    )
+    by: NearestBy = Field("pixels", description="Rank by pixel PSNR or by latent Hamming distance.")
 
 
 class NearestResponse(BaseModel):
-    by: str
+    by: NearestBy
     bits: str = Field(description="The query's latent (hex).")
     hits: list[Hit]
 

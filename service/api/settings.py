@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import os
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import InvalidInputError
-from service.run import DEFAULT_RUN_DIR
+from service.run.paths import DEFAULT_RUN_DIR
 
 ENV_PREFIX = "LATENTGRAM_"
 
 
-class Settings(BaseModel):
+class Settings(BaseSettings):
     """Service settings; each field can be set as LATENTGRAM_<FIELD NAME IN CAPITALS>."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True)
 
     run: Path = Field(DEFAULT_RUN_DIR, description="The prepared run directory to serve.")
     api_key: str | None = Field(
@@ -33,13 +36,9 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
-        """Settings from the environment, then `overrides` (the CLI's options) on top."""
-        values: dict[str, Any] = {}
-        for name in cls.model_fields:
-            raw = os.environ.get(ENV_PREFIX + name.upper())
-            if raw is not None and raw != "":
-                values[name] = raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        """Settings from the environment, then `overrides` (the CLI's options) on top; an unset
+        or empty variable keeps the default."""
+        values = {k: v for k, v in overrides.items() if v is not None}
         try:
             return cls(**values)
         except ValidationError as exc:
@@ -47,3 +46,9 @@ class Settings(BaseModel):
                 f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
             )
             raise InvalidInputError(f"bad service settings: {problems}") from None
+
+
+@cache
+def get_settings() -> Settings:
+    """The settings of this process, read once; tests pass their own to create_app."""
+    return Settings.from_env()

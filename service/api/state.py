@@ -12,8 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from service.engine import RunEngine
 from service.errors import LatentgramError
+from service.run.loaded import LoadedRun
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +22,13 @@ class NotReadyError(Exception):
     """The run cannot answer yet; the message says why."""
 
 
-class EngineHolder:
+class RunHolder:
+    """Holds the loaded run, or the reason there is none yet."""
+
     def __init__(self, run: Path, retry_seconds: float) -> None:
         self.run = run
         self.retry_seconds = retry_seconds
-        self._engine: RunEngine | None = None
+        self._loaded: LoadedRun | None = None
         self._reason = "the run is loading"
         self._loading = False
         self._last_try = float("-inf")
@@ -36,41 +38,35 @@ class EngineHolder:
         """Start loading in a background thread unless a load is running or tried just now."""
         with self._lock:
             due = time.monotonic() - self._last_try >= self.retry_seconds
-            if self._engine is not None or self._loading or not due:
+            if self._loaded is not None or self._loading or not due:
                 return
             self._loading, self._last_try = True, time.monotonic()
         threading.Thread(target=self._load, name="latentgram-load", daemon=True).start()
 
     def _load(self) -> None:
-        engine, reason = None, ""
+        loaded, reason = None, ""
         try:
-            engine = RunEngine.load(self.run)
+            loaded = LoadedRun.load(self.run)
         except LatentgramError as exc:
             reason = str(exc)
         except Exception as exc:  # a damaged file: report it, keep serving health
             log.exception("loading %s failed", self.run)
             reason = f"loading {self.run} failed: {type(exc).__name__}: {exc}"
         with self._lock:
-            self._engine, self._loading = engine, False
-            if engine is None:
+            self._loaded, self._loading = loaded, False
+            if loaded is None:
                 self._reason = reason
-        if engine is not None:
+        if loaded is not None:
             log.info("run %s loaded", self.run)
 
-    def wait(self, timeout: float) -> None:
-        """Block until a load in progress ends (tests and the CLI use this)."""
-        deadline = time.monotonic() + timeout
-        while self._loading and time.monotonic() < deadline:
-            time.sleep(0.02)
-
     def status(self) -> tuple[bool, str]:
-        if self._engine is None:
+        if self._loaded is None:
             self.start()
             return False, self._reason
         return True, "ready"
 
-    def get(self) -> RunEngine:
-        engine = self._engine
-        if engine is None:
+    def get(self) -> LoadedRun:
+        loaded = self._loaded
+        if loaded is None:
             raise NotReadyError(self.status()[1])
-        return engine
+        return loaded

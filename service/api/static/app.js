@@ -1,5 +1,5 @@
 // The latentgram page: sample from the run, look at a sample beside its nearest training images.
-// Plain JS over the /v1 API (service/api/routes.py); no build step, nothing from other hosts.
+// Plain JS over the /v1 API (service/api/routes/); no build step, nothing from other hosts.
 "use strict";
 
 const KEY_STORAGE = "latentgram.apiKey";

@@ -1,0 +1,185 @@
+"""BL-AE training loop and evaluation (DESIGN.md §2). PyTorch only: progress and files are the
+caller's job, through the `on_step` and `on_epoch` callbacks.
+
+Each epoch's shuffle and noise come from generators seeded with (seed, epoch), so a run resumed
+from the checkpoint of epoch k continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from models.blae import BLAE, binarize
+from models.common import set_cosine_lr, shuffled_batches, to_unit
+from models.config import ModelConfig
+from models.device import PRECISIONS, autocast_for
+
+
+@dataclass(frozen=True)
+class BLAETrainConfig(ModelConfig):
+    epochs: int = 7  # passes over the training split (the default run: ~9 min on 2 CPU cores)
+    batch_size: int = 64  # images per step: on a CPU, more steps of fewer images learn faster
+    lr: float = 2e-3  # peak Adam learning rate, decayed along a cosine; paper presets need ~2e-4
+    seed: int = 0  # weight init, shuffles and noise all derive from it
+    precision: str = "auto"  # "fp32", "bf16" (autocast), or "auto": bf16 where the hardware has it
+    eval_batch_size: int = 1024  # images per forward pass during evaluation
+    # tanh gain at the first step, rising geometrically to the model's code_gain at the last
+    # (annealing, as in HashNet): a low gain early keeps codes trainable, a high one at the end
+    # makes them binary. None keeps the model's gain throughout.
+    code_gain_start: float | None = 5.0
+    # After the last epoch, this share of an epoch trains the decoder alone on hard-binarized
+    # codes: stored latents are binary, so that is the input the decoder will serve. A decoder
+    # step costs about half a full one and gains more PSNR (binary) late in training.
+    decoder_polish: float = 0.5
+    polish_lr: float = 3e-4  # peak Adam learning rate of the polish, cosine-decayed
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch_size must be ≥ 1 and lr > 0")
+        if self.decoder_polish < 0 or self.polish_lr <= 0:
+            raise ValueError("decoder_polish must be ≥ 0 and polish_lr > 0")
+
+    def polish_steps(self, images: int) -> int:
+        """Decoder-only steps after the last epoch, for `images` training images."""
+        return -(-round(images * self.decoder_polish) // self.batch_size)
+
+
+@dataclass(frozen=True)
+class BLAEMetrics:
+    mse: float  # reconstruction MSE with the soft (tanh) codes, pixels in [0, 1]
+    psnr: float  # PSNR in dB with the soft codes
+    psnr_binary: float  # PSNR with the codes hard-binarized to ±1: what stored latents give
+    brate: float  # share of code values with |z| > 0.95: how binary the codes really are
+
+
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB for pixels in [0, 1]."""
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+@torch.no_grad()
+def evaluate_blae(
+    model: BLAE,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 1024,
+    precision: str = "auto",
+) -> BLAEMetrics:
+    """Reconstruction figures over uint8 images (N, channels, size, size), N ≥ 1."""
+    if len(images) == 0:
+        raise ValueError("evaluate_blae needs at least one image")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sq_soft = sq_binary = 0.0
+    saturated = total_codes = 0
+    with autocast_for(device, precision):
+        for idx in shuffled_batches(len(images), batch_size, None):
+            x = to_unit(images[idx].to(device))
+            codes = model.encode(x)
+            sq_soft += F.mse_loss(model.decode(codes).float(), x, reduction="sum").item()
+            recon_bin = model.decode(binarize(codes)).float()
+            sq_binary += F.mse_loss(recon_bin, x, reduction="sum").item()
+            saturated += int((codes.float().abs() > 0.95).sum().item())
+            total_codes += codes.numel()
+    model.train(was_training)
+    pixels = images.numel()
+    mse = sq_soft / pixels
+    return BLAEMetrics(
+        mse=mse,
+        psnr=psnr_from_mse(mse),
+        psnr_binary=psnr_from_mse(sq_binary / pixels),
+        brate=saturated / total_codes,
+    )
+
+
+StepCallback = Callable[[int, float], None]  # (step in epoch, loss)
+EpochCallback = Callable[[int, BLAE, torch.optim.Optimizer], None]  # (epoch done, model, optim)
+
+
+def train_blae(
+    model: BLAE,
+    train_images: torch.Tensor,
+    config: BLAETrainConfig,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_epoch: int = 0,
+    stop_epoch: int | None = None,
+    on_step: StepCallback | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> torch.optim.Optimizer:
+    """Train on uint8 images (N, channels, size, size) from `start_epoch` to `config.epochs`.
+
+    `stop_epoch` ends early (as an interruption would) while the schedule still spans
+    `config.epochs`; resuming from that checkpoint then finishes the same run.
+    """
+    device = next(model.parameters()).device
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    steps_per_epoch = -(-len(train_images) // config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    model.train()
+    for epoch in range(start_epoch, min(config.epochs, stop_epoch or config.epochs)):
+        shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        noise = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch + 1)
+        for step, idx in enumerate(shuffled_batches(len(train_images), config.batch_size, shuffle)):
+            # cosine decay from the global step, so a resumed run follows the same schedule
+            progress = (epoch * steps_per_epoch + step) / total_steps
+            set_cosine_lr(optimizer, config.lr, progress, floor=0.02)
+            gain = model.config.code_gain
+            if config.code_gain_start is not None:
+                gain = config.code_gain_start * (gain / config.code_gain_start) ** progress
+            x = to_unit(train_images[idx].to(device, non_blocking=True))
+            with autocast_for(device, config.precision):
+                out = model(x, generator=noise, gain=gain)
+                loss = F.mse_loss(out.reconstruction.float(), x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if on_step is not None:
+                on_step(step, loss.item())
+        if epoch + 1 == config.epochs:
+            polish_decoder(model, train_images, config, on_step=on_step)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model, optimizer)
+    return optimizer
+
+
+def polish_decoder(
+    model: BLAE,
+    train_images: torch.Tensor,
+    config: BLAETrainConfig,
+    *,
+    on_step: StepCallback | None = None,
+) -> None:
+    """Train the decoder alone on hard-binarized codes (BLAETrainConfig.decoder_polish).
+
+    Its own seeded shuffle and a fresh optimizer: a run resumed from the last epoch's
+    checkpoint repeats the polish exactly.
+    """
+    steps = config.polish_steps(len(train_images))
+    if steps == 0:
+        return
+    device = next(model.parameters()).device
+    optimizer = torch.optim.Adam(model.decoder.parameters(), lr=config.polish_lr)
+    shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + config.epochs + 2)
+    order = torch.randperm(len(train_images), generator=shuffle)
+    for step, idx in enumerate(order[: steps * config.batch_size].split(config.batch_size)):
+        set_cosine_lr(optimizer, config.polish_lr, step / steps, floor=0.02)
+        x = to_unit(train_images[idx].to(device, non_blocking=True))
+        with autocast_for(device, config.precision):
+            with torch.no_grad():
+                codes = binarize(model.encode(x))
+            loss = F.mse_loss(model.decode(codes).float(), x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if on_step is not None:
+            on_step(step, loss.item())

@@ -1,0 +1,30 @@
+"""Small pieces every training loop uses: pixel scaling, shuffled batches, the cosine schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images → float32 in [0, 1]."""
+    return images.float().div_(255.0)
+
+
+def shuffled_batches(
+    n: int, batch_size: int, generator: torch.Generator | None
+) -> Iterator[torch.Tensor]:
+    """Index batches over 0 … n−1: a seeded permutation, or in order without a generator."""
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    yield from order.split(batch_size)
+
+
+def set_cosine_lr(
+    optimizer: torch.optim.Optimizer, peak: float, progress: float, floor: float
+) -> None:
+    """Cosine decay from `peak` at progress 0 to `floor`·peak at progress 1."""
+    scale = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    for group in optimizer.param_groups:
+        group["lr"] = peak * scale

@@ -1,0 +1,82 @@
+"""How errors become HTTP answers, in one place: engine errors by type, validation errors with
+the field named, and the request-size limit, which is checked before a body is read."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from service.api.metrics import Metrics
+from service.api.settings import Settings
+from service.api.state import NotReadyError
+from service.errors import InvalidInputError, LatentgramError
+
+
+def problem(status: int, detail: str, **headers: str) -> JSONResponse:
+    """The one error body of the API: {"detail": "..."}."""
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
+
+
+def field_name(loc: tuple[Any, ...]) -> str:
+    """("body", "n") → "n"; ("query", "k") → "k"."""
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form")]
+    return ".".join(parts) or "body"
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail = "; ".join(f"{field_name(tuple(e['loc']))}: {e['msg']}" for e in exc.errors())
+    return problem(422, detail or "invalid request")
+
+
+async def invalid_input(request: Request, exc: Exception) -> JSONResponse:
+    return problem(422, str(exc))
+
+
+async def not_found(request: Request, exc: Exception) -> JSONResponse:
+    return problem(404, str(exc.args[0]) if exc.args else "not found")
+
+
+async def not_ready(request: Request, exc: Exception) -> JSONResponse:
+    return problem(503, f"the run is not ready: {exc}", **{"Retry-After": "5"})
+
+
+async def run_problem(request: Request, exc: Exception) -> JSONResponse:
+    return problem(409, str(exc))
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Engine errors → 4xx/503 by type (the most specific handler wins)."""
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(InvalidInputError, invalid_input)
+    app.add_exception_handler(LookupError, not_found)
+    app.add_exception_handler(NotReadyError, not_ready)
+    app.add_exception_handler(LatentgramError, run_problem)
+
+
+def add_limits_and_metrics(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Refuse bodies over the limit from their Content-Length; count and time every request."""
+
+    @app.middleware("http")
+    async def limit_and_measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_upload_bytes):
+            response: Response = problem(
+                413, f"request body must be at most {settings.max_upload_bytes} bytes"
+            )
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.observe(
+            request.method, template, response.status_code, time.perf_counter() - started
+        )
+        return response

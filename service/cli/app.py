@@ -1,0 +1,68 @@
+"""The Typer app, the options several commands share, and the entry point that turns user
+errors into one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from models import PRESETS
+from service.errors import InvalidInputError, LatentgramError
+
+app = typer.Typer(
+    help="Latent n-gram image generation: see where generation ends and memorization begins.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+RunOpt = Annotated[Path, typer.Option("--run", help="Run directory (created if missing).")]
+SourceOpt = Annotated[
+    str,
+    typer.Option(
+        help="Data source: fashion-mnist (Debian package), idx:PATH (MNIST-layout IDX files), "
+        "cifar10:PATH (CIFAR-10 python archive or folder) or folder:PATH (a sub-folder per class)."
+    ),
+]
+LimitOpt = Annotated[
+    int | None, typer.Option(help="Keep only the first N images of each split.", min=1)
+]
+ClassesOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated labels to keep, e.g. 0,7,9 (default: all).")
+]
+PresetOpt = Annotated[str, typer.Option(help=f"BL-AE architecture preset: {', '.join(PRESETS)}.")]
+EpochsOpt = Annotated[int, typer.Option(help="Training epochs (total, also when resuming).", min=1)]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+GammasOpt = Annotated[str, typer.Option(help="Comma-separated odd window sizes ≥ 3, e.g. 3,5,7.")]
+
+
+def emit(title: str, figures: dict[str, Any]) -> None:
+    typer.echo(f"{title}\n{json.dumps(figures, indent=2)}")
+
+
+def parse_int_list(text: str | None, what: str) -> tuple[int, ...] | None:
+    """ "1,3,5" → (1, 3, 5); None stays None."""
+    if text is None or text == "":
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InvalidInputError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except LatentgramError as exc:
+        typer.echo(f"latentgram: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("latentgram: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,161 @@
+"""Commands of the first stages: look at a data source, train the BL-AE, encode, decode."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from models import BLAETrainConfig
+from service.cli.app import (
+    ClassesOpt,
+    DeviceOpt,
+    EpochsOpt,
+    LimitOpt,
+    PresetOpt,
+    RunOpt,
+    SourceOpt,
+    app,
+    emit,
+    parse_int_list,
+)
+from service.data.images import make_grid, save_png
+from service.data.parquet import read_latents
+from service.data.sources import DataSpec, describe
+from service.errors import InvalidInputError
+from service.latents.codec import decode_packed
+from service.run.models import load_blae
+from service.run.paths import DEFAULT_RUN_DIR, RunPaths
+from service.run.steps import encode_run, select_latents
+from service.training.autoencoder import TrainingSummary, train_run_autoencoder
+
+
+@app.command()
+def data(
+    source: SourceOpt = "fashion-mnist",
+    limit: LimitOpt = None,
+    classes: ClassesOpt = None,
+    preview: Annotated[
+        Path | None, typer.Option(help="Write a PNG grid of the first 64 training images here.")
+    ] = None,
+) -> None:
+    """Load a data source, check it, and print its counts, shape and classes."""
+    images = DataSpec(source, limit, parse_int_list(classes, "--classes")).load()
+    figures = describe(images)
+    figures["class_names"] = list(images.class_names)
+    if preview is not None:
+        save_png(make_grid(images.split("train").images[:64]), preview)
+        figures["preview"] = str(preview)
+    emit("data source", figures)
+
+
+@app.command("train-ae")
+def train_ae(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    source: SourceOpt = "fashion-mnist",
+    limit: LimitOpt = None,
+    classes: ClassesOpt = None,
+    preset: PresetOpt = "default",
+    latent_channels: Annotated[
+        int | None, typer.Option(help="Bits per latent cell C (1..16); default: the preset's.")
+    ] = None,
+    sigma: Annotated[
+        float | None, typer.Option(help="Noise scale σ (default preset: 1.25).")
+    ] = None,
+    kappa: Annotated[
+        float | None,
+        typer.Option(help="Tri(κ) shape: 1 uniform, > 1 mass near ±1 (preset: 2), 0.5 triangle."),
+    ] = None,
+    noise: Annotated[str | None, typer.Option(help="triangular or gaussian.")] = None,
+    epochs: EpochsOpt = BLAETrainConfig.epochs,
+    batch_size: Annotated[
+        int, typer.Option(help="Images per step.", min=1)
+    ] = BLAETrainConfig.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.", min=0)] = BLAETrainConfig.lr,
+    seed: Annotated[int, typer.Option(help="Seed for init, shuffles and noise.")] = 0,
+    precision: Annotated[
+        str, typer.Option(help="fp32, bf16, or auto (bf16 on CUDA or CPUs with native bf16).")
+    ] = "auto",
+    device: DeviceOpt = "auto",
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the run's checkpoint up to --epochs.")
+    ] = False,
+) -> None:
+    """Train the Binary Latent Autoencoder; metrics, curve and checkpoints go to the run."""
+    overrides = {
+        k: v
+        for k, v in dict(
+            latent_channels=latent_channels, sigma=sigma, kappa=kappa, noise=noise
+        ).items()
+        if v is not None
+    }
+    summary = train_run_autoencoder(
+        RunPaths(run),
+        DataSpec(source, limit, parse_int_list(classes, "--classes")),
+        preset=preset,
+        overrides=overrides,
+        train_config=blae_train_config(
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
+        ),
+        resume=resume,
+        device=device,
+    )
+    emit(f"BL-AE trained: {run}", training_figures(summary))
+
+
+def blae_train_config(**fields: Any) -> BLAETrainConfig:
+    try:
+        return BLAETrainConfig(**fields)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from exc
+
+
+def training_figures(summary: TrainingSummary) -> dict[str, Any]:
+    return {
+        "epochs": summary.epochs_done,
+        "wall_s": round(summary.wall_s, 1),
+        "train": asdict(summary.train),
+        "test": asdict(summary.test) if summary.test else None,
+    }
+
+
+@app.command()
+def encode(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    device: DeviceOpt = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 1024,
+) -> None:
+    """Encode the run's images with its BL-AE into images.parquet and latents.parquet."""
+    summary = encode_run(RunPaths(run), device=device, batch_size=batch_size)
+    emit(f"encoded: {RunPaths(run).latents}", asdict(summary))
+
+
+@app.command()
+def decode(
+    out: Annotated[Path, typer.Option(help="A .png file (one grid) or a folder (one PNG per id).")],
+    run: RunOpt = DEFAULT_RUN_DIR,
+    latents: Annotated[
+        Path | None, typer.Option(help="latents.parquet to decode (default: the run's).")
+    ] = None,
+    ids: Annotated[str | None, typer.Option(help="Comma-separated ids to decode.")] = None,
+    limit: Annotated[int, typer.Option(help="Decode the first N latents.", min=1)] = 64,
+) -> None:
+    """Decode latents back into images through the run's BL-AE."""
+    paths = RunPaths(run)
+    model = load_blae(paths).model
+    chosen = select_latents(
+        read_latents(latents or paths.latents), parse_int_list(ids, "--ids"), limit
+    )
+    if chosen.shape != model.config.latent_shape:
+        raise InvalidInputError(
+            f"latents have shape {chosen.shape}, the run's BL-AE makes {model.config.latent_shape}"
+        )
+    images = decode_packed(model, chosen.packed)
+    if out.suffix.lower() == ".png":
+        save_png(make_grid(images), out)
+    else:
+        for image_id, image in zip(chosen.ids, images, strict=True):
+            save_png(image, out / f"{int(image_id)}.png")
+    emit("decoded", {"images": len(images), "out": str(out)})

@@ -1,0 +1,89 @@
+"""`latentgram prepare`: the whole pipeline with defaults, data to samples."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from models import ARVMTrainConfig, BLAETrainConfig
+from service.cli.app import (
+    ClassesOpt,
+    DeviceOpt,
+    EpochsOpt,
+    LimitOpt,
+    PresetOpt,
+    RunOpt,
+    SourceOpt,
+    app,
+    emit,
+    parse_int_list,
+)
+from service.cli.autoencoder import blae_train_config, training_figures
+from service.cli.tables import table_figures
+from service.data.images import make_grid, save_png
+from service.data.sources import DataSpec
+from service.ngram.samples import SampleConfig
+from service.run.paths import DEFAULT_RUN_DIR, RunPaths
+from service.run.steps import DEFAULT_GAMMAS, build_run_tables, encode_run, sample_run
+from service.training.arvm import train_run_arvm
+from service.training.autoencoder import train_run_autoencoder
+
+# γ-ARVMs in `prepare`: small enough for a 2-core CPU (about a minute per γ); on a GPU, train
+# wider and longer with `latentgram train-arvm` to reach the KL the paper reports.
+PREPARE_ARVM_EPOCHS = 1
+PREPARE_ARVM_HIDDEN = 256
+
+
+@app.command()
+def prepare(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    source: SourceOpt = "fashion-mnist",
+    limit: LimitOpt = None,
+    classes: ClassesOpt = None,
+    preset: PresetOpt = "default",
+    epochs: EpochsOpt = BLAETrainConfig.epochs,
+    device: DeviceOpt = "auto",
+    resume: Annotated[
+        bool, typer.Option(help="Keep a finished BL-AE checkpoint instead of retraining it.")
+    ] = True,
+    arvm_epochs: Annotated[
+        int, typer.Option(help="γ-ARVM training epochs per γ (0: train none).", min=0)
+    ] = PREPARE_ARVM_EPOCHS,
+    arvm_hidden: Annotated[
+        int, typer.Option(help="Width of the γ-ARVMs' hidden layers.", min=1)
+    ] = PREPARE_ARVM_HIDDEN,
+) -> None:
+    """Run the whole pipeline with defaults: data → BL-AE → encode → n-gram tables → γ-ARVMs →
+    samples."""
+    paths = RunPaths(run)
+    training = train_run_autoencoder(
+        paths,
+        DataSpec(source, limit, parse_int_list(classes, "--classes")),
+        preset=preset,
+        train_config=blae_train_config(epochs=epochs),
+        resume=resume,
+        device=device,
+    )
+    encoded = encode_run(paths)
+    built = build_run_tables(paths, DEFAULT_GAMMAS)
+    arvms = {}
+    if arvm_epochs:
+        config = ARVMTrainConfig(epochs=arvm_epochs)
+        for g in DEFAULT_GAMMAS:
+            summary = train_run_arvm(paths, g, config=config, hidden=arvm_hidden, device=device)
+            arvms[f"g{g}"] = asdict(summary)
+    sheet = paths.reports / "samples-g5.png"
+    samples = sample_run(paths, gamma=5, config=SampleConfig(n=64, seed=0))
+    save_png(make_grid(samples.images[samples.batch.ok]), sheet)
+    figures = {
+        "run": str(paths.root.resolve()),
+        "blae": training_figures(training),
+        "encode": asdict(encoded),
+        "tables": {t.name: table_figures(t) for t in built},
+        "arvms": arvms,
+        "training_curve": str(paths.blae_curve),
+        "samples": str(sheet),
+    }
+    emit(f"run ready: {paths.root.resolve()}", figures)

@@ -1,0 +1,114 @@
+"""Commands that generate: train the γ-ARVMs, draw samples in any mode."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from models import ARVMTrainConfig
+from service.cli.app import DeviceOpt, EpochsOpt, GammasOpt, RunOpt, app, emit, parse_int_list
+from service.data.images import make_grid, save_png
+from service.data.parquet import write_latents
+from service.errors import InvalidInputError
+from service.ngram.modes import parse_mode
+from service.ngram.samples import SampleConfig
+from service.run.paths import DEFAULT_RUN_DIR, RunPaths
+from service.run.steps import DEFAULT_GAMMAS, sample_run, samples_as_latents
+from service.training.arvm import train_run_arvm
+
+
+@app.command("train-arvm")
+def train_arvm_command(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    gamma: GammasOpt = ",".join(map(str, DEFAULT_GAMMAS)),
+    epochs: EpochsOpt = ARVMTrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(help="Contexts per step.", min=1)] = (
+        ARVMTrainConfig.batch_size
+    ),
+    lr: Annotated[float, typer.Option(help="Peak Adam learning rate.", min=0)] = ARVMTrainConfig.lr,
+    hidden: Annotated[int, typer.Option(help="Width of the hidden layers.", min=1)] = 1024,
+    layers: Annotated[int, typer.Option(help="Number of hidden layers.", min=1)] = 2,
+    seed: Annotated[int, typer.Option(help="Seed for init and shuffles.")] = 0,
+    positional: Annotated[bool, typer.Option(help="Train on the positional table.")] = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Train the γ-ARVM (KL to the table's histograms) for each γ; checkpoints go to the run."""
+    config = ARVMTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    results = {}
+    for g in parse_int_list(gamma, "--gamma") or DEFAULT_GAMMAS:
+        summary = train_run_arvm(
+            RunPaths(run),
+            g,
+            config=config,
+            hidden=hidden,
+            layers=layers,
+            positional=positional,
+            device=device,
+        )
+        results[f"g{g}"] = asdict(summary)
+    emit("γ-ARVMs trained", results)
+
+
+@app.command()
+def sample(
+    out: Annotated[Path, typer.Option(help="PNG grid of the decoded samples.")] = Path(
+        "samples.png"
+    ),
+    run: RunOpt = DEFAULT_RUN_DIR,
+    gamma: Annotated[int, typer.Option(help="Window size of the table to sample from.")] = 5,
+    n: Annotated[int, typer.Option("-n", "--n", help="Number of samples.", min=1)] = 64,
+    seed: Annotated[int, typer.Option(help="Same seed, same samples.")] = 0,
+    temperature: Annotated[
+        float, typer.Option(help="Weights are count^(1/T); < 1 sharpens, > 1 flattens.")
+    ] = 1.0,
+    budget: Annotated[int, typer.Option(help="Search steps allowed per sample.", min=1)] = 1000,
+    positional: Annotated[bool, typer.Option(help="Sample from the positional table.")] = False,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="exact (search with backtracking), backoff (smaller γ tables where γ has no "
+            "answer), hybrid (the γ-ARVM where the table has no answer) or neural (γ-ARVM only)."
+        ),
+    ] = "exact",
+    complete: Annotated[
+        bool,
+        typer.Option(help="Finish exact samples whose budget ran out in hybrid mode."),
+    ] = False,
+) -> None:
+    """Draw samples; writes a PNG grid of the finished ones and their latents as Parquet."""
+    if out.suffix.lower() != ".png":
+        raise InvalidInputError(f"--out must be a .png file (the latents go beside it), got {out}")
+    paths = RunPaths(run)
+    config = SampleConfig(n=n, seed=seed, temperature=temperature, budget=budget)
+    result = sample_run(
+        paths,
+        gamma=gamma,
+        config=config,
+        mode=parse_mode(mode),
+        positional=positional,
+        complete_with_hybrid=complete,
+    )
+    batch = result.batch
+    save_png(make_grid(result.images[batch.ok]), out)
+    latents_path = out.with_suffix(".parquet")
+    write_latents(latents_path, samples_as_latents(result))
+    failures = {
+        str(k): int(v)
+        for k, v in zip(*np.unique(batch.failure[~batch.ok], return_counts=True), strict=True)
+    }
+    emit(
+        f"samples: {out} (latents: {latents_path})",
+        {
+            "gamma": gamma,
+            "mode": mode,
+            "ok": int(batch.ok.sum()),
+            "neural_share": round(float(batch.neural_share.mean()), 4) if len(batch) else 0.0,
+            "failed": failures,
+            "median_backtracks": float(np.median(batch.backtracks)) if len(batch) else 0.0,
+            "index_mib": round(result.index_bytes / 2**20, 2),
+        },
+    )

@@ -1,0 +1,88 @@
+"""Commands over a finished run: the memorization report, and the HTTP service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from service.cli.app import RunOpt, app, emit, parse_int_list
+from service.evaluation.report import (
+    REPORT_JSON,
+    REPORT_MODES,
+    REPORT_PLOT,
+    ReportConfig,
+    build_report,
+    parse_modes,
+)
+from service.run.loaded import LoadedRun
+from service.run.paths import DEFAULT_RUN_DIR, RunPaths
+
+
+@app.command()
+def report(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    samples: Annotated[
+        int, typer.Option(help="Samples per γ and mode (and test images in the baseline).", min=2)
+    ] = ReportConfig.samples,
+    gamma: Annotated[
+        str | None, typer.Option(help="Comma-separated γ (default: every table built).")
+    ] = None,
+    modes: Annotated[
+        str, typer.Option(help="Comma-separated sampling modes among exact, hybrid, neural.")
+    ] = ",".join(REPORT_MODES),
+    seed: Annotated[int, typer.Option(help="Same seed, same samples.")] = 0,
+    budget: Annotated[int, typer.Option(help="Search steps per exact sample.", min=1)] = (
+        ReportConfig.budget
+    ),
+    inception: Annotated[
+        Path | None,
+        typer.Option(
+            help="inception-2015-12-05.pt (TorchScript Inception-v3) to also report the standard "
+            "FID; without it only the classifier Fréchet distance is reported."
+        ),
+    ] = None,
+) -> None:
+    """Memorization report: how often samples copy training images, per γ and mode, beside a
+    held-out baseline; JSON, plots and sample sheets in the run's reports/ folder."""
+    config = ReportConfig(
+        samples=samples,
+        gammas=parse_int_list(gamma, "--gamma"),
+        modes=parse_modes(modes),
+        seed=seed,
+        budget=budget,
+        inception=inception,
+    )
+    paths = RunPaths(run)
+    result = build_report(LoadedRun.load(paths.root), config)
+    emit(
+        f"report: {paths.reports / REPORT_JSON} (plot: {paths.reports / REPORT_PLOT})",
+        {"seconds": result["seconds"], **result["summary"]},
+    )
+
+
+@app.command()
+def serve(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for all).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the run over HTTP: the /v1 API, /docs, the web page at /, /healthz, /metrics.
+
+    Limits and the API key come from LATENTGRAM_* variables (see README, "The service").
+    """
+    import uvicorn  # the web stack loads only for this command
+
+    from service.api import Settings, create_app
+
+    settings = Settings.from_env(run=run)
+    # Requests run side by side in threads; each one's small decode gains nothing from more
+    # than one core, and several multi-threaded ones at once stall each other.
+    torch.set_num_threads(1)
+    typer.echo(f"serving {settings.run} on http://{host}:{port} (API docs at /docs)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)

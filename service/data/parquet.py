@@ -1,0 +1,137 @@
+"""images.parquet and latents.parquet (DESIGN.md §1).
+
+Plain Arrow types only (int64, string, fixed-size binary), so pandas, polars and DuckDB open the
+files as they are. Shapes and the model checksum travel in the schema metadata under the key
+"latentgram", as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from service.data.sources import ImageSet
+from service.errors import RunError
+from service.files import atomic_path
+from service.latents.bits import packed_size
+from service.latents.latent_set import LatentSet
+
+METADATA_KEY = b"latentgram"
+FORMAT_VERSION = 1
+ROW_GROUP_SIZE = 16_384  # rows per row group: small enough to stream, large enough to compress
+
+
+def _fixed_binary(rows: np.ndarray) -> pa.FixedSizeBinaryArray:
+    """(N, width) uint8 → one fixed_size_binary(width) value per row, without copying per row."""
+    rows = np.ascontiguousarray(rows, dtype=np.uint8)
+    width = rows.shape[1]
+    buffer = pa.py_buffer(rows.tobytes())
+    return pa.Array.from_buffers(pa.binary(width), len(rows), [None, buffer])
+
+
+def _rows(column: pa.ChunkedArray, width: int) -> np.ndarray:
+    """fixed_size_binary(width) column → (N, width) uint8."""
+    chunks = [c.buffers()[1] for c in column.chunks]
+    if not chunks:
+        return np.zeros((0, width), np.uint8)
+    parts = [
+        np.frombuffer(buf, np.uint8)[c.offset * width : (c.offset + len(c)) * width]
+        for buf, c in zip(chunks, column.chunks, strict=True)
+    ]
+    return np.concatenate(parts).reshape(-1, width)
+
+
+def _write(path: Path, table: pa.Table, meta: dict[str, Any]) -> None:
+    meta = {"format_version": FORMAT_VERSION, **meta}
+    table = table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+
+
+def _read(path: Path, made_by: str) -> tuple[pa.Table, dict[str, Any]]:
+    if not path.exists():
+        raise RunError(f"{path} is missing: run `latentgram {made_by}` first")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise RunError(f"{path} is not a readable Parquet file: {exc}") from exc
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise RunError(f"{path} has no latentgram metadata: it was not written by latentgram")
+    return table, json.loads(raw)
+
+
+def write_images(path: Path, images: ImageSet, ids: np.ndarray) -> None:
+    """One row per image: id, split, label, height, width, channels, raw uint8 pixels."""
+    n, c, h, w = images.images.shape
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "split": pa.array(images.splits.astype(str), pa.string()),
+            "label": pa.array(images.labels, pa.int64()),
+            "height": pa.array(np.full(n, h), pa.int32()),
+            "width": pa.array(np.full(n, w), pa.int32()),
+            "channels": pa.array(np.full(n, c), pa.int32()),
+            "pixels": _fixed_binary(images.images.reshape(n, -1)),
+        }
+    )
+    meta = {
+        "image_shape": [c, h, w],
+        "pixel_layout": "CHW uint8",
+        "class_names": list(images.class_names),
+        "source": images.source,
+    }
+    _write(path, table, meta)
+
+
+def read_images(path: Path) -> tuple[np.ndarray, ImageSet]:
+    """(ids, images) from images.parquet."""
+    table, meta = _read(path, "encode")
+    c, h, w = meta["image_shape"]
+    pixels = _rows(table.column("pixels"), c * h * w).reshape(-1, c, h, w)
+    images = ImageSet(
+        images=pixels,
+        labels=table.column("label").to_numpy(),
+        splits=np.asarray(table.column("split").to_pylist(), dtype=str),
+        class_names=tuple(meta["class_names"]),
+        source=meta["source"],
+    )
+    return table.column("id").to_numpy(), images
+
+
+def write_latents(path: Path, latents: LatentSet) -> None:
+    """One row per image: id, split, label, bits (C·H·W bits packed, fixed-size binary)."""
+    if latents.packed.shape[1:] != (packed_size(latents.shape),):
+        raise ValueError(f"packed latents of {latents.packed.shape} do not match {latents.shape}")
+    table = pa.table(
+        {
+            "id": pa.array(latents.ids, pa.int64()),
+            "split": pa.array(latents.splits.astype(str), pa.string()),
+            "label": pa.array(latents.labels, pa.int64()),
+            "bits": _fixed_binary(latents.packed),
+        }
+    )
+    meta = {
+        "latent_shape": list(latents.shape),
+        "bit_order": "bits in (channel, row, column) order, packed most significant bit first",
+        "model_sha256": latents.model_sha256,
+    }
+    _write(path, table, meta)
+
+
+def read_latents(path: Path) -> LatentSet:
+    table, meta = _read(path, "encode")
+    c, h, w = meta["latent_shape"]
+    return LatentSet(
+        ids=table.column("id").to_numpy(),
+        splits=np.asarray(table.column("split").to_pylist(), dtype=str),
+        labels=table.column("label").to_numpy(),
+        packed=_rows(table.column("bits"), packed_size((c, h, w))),
+        shape=(c, h, w),
+        model_sha256=meta["model_sha256"],
+    )

@@ -1,0 +1,90 @@
+"""PNG plots (matplotlib, headless): the BL-AE training curve, memorization rates against γ, and
+nearest-neighbour PSNR histograms."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt
+
+from service.files import atomic_path
+
+
+def plot_training_curve(records: Sequence[dict[str, Any]], path: Path) -> None:
+    """PSNR (binarized latents) and brate per epoch, train and test, from metrics JSONL records."""
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_psnr, ax_brate) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for split, style in (("train", "-o"), ("test", "--s")):
+        if any(r[split] is None for r in records):  # a data source without a test split
+            continue
+        ax_psnr.plot(epochs, [r[split]["psnr_binary"] for r in records], style, label=split)
+        ax_brate.plot(epochs, [r[split]["brate"] for r in records], style, label=split)
+    ax_psnr.set(xlabel="epoch", ylabel="PSNR, binarized latents (dB)", title="reconstruction")
+    ax_brate.set(xlabel="epoch", ylabel="share |z| > 0.95", title="brate", ylim=(0, 1.02))
+    for ax in (ax_psnr, ax_brate):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    _save(fig, path)
+
+
+RATES = (
+    ("memorization_rate_reconstruction", "memorized: > 30 dB to a\ntraining reconstruction"),
+    ("exact_copy_rate", "exact copies: latent equals\na training latent"),
+    ("memorization_rate", "memorized: > 30 dB to a\ntraining image (raw pixels)"),
+)
+HISTOGRAMS = (("psnr", "raw training images"), ("psnr_reconstruction", "training reconstructions"))
+
+
+def _finished(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in report["results"].values() if "skipped" not in r and r["count"]]
+
+
+def plot_memorization(report: dict[str, Any], path: Path) -> None:
+    """One panel per rate; one line per mode against γ; the test baseline dashed."""
+    results = _finished(report)
+    fig, axes = plt.subplots(1, len(RATES), figsize=(12, 3.6))
+    for ax, (rate, title) in zip(axes, RATES, strict=True):
+        for mode in sorted({r["mode"] for r in results}):
+            points = sorted((r["gamma"], r[rate]) for r in results if r["mode"] == mode)
+            ax.plot([g for g, _ in points], [v for _, v in points], "-o", label=mode)
+        ax.axhline(report["baseline"][rate], color="grey", ls="--", label="test images")
+        ax.set(xlabel="γ", ylabel="share of samples", title=title, ylim=(-0.02, 1.02))
+        ax.set_xticks(sorted({r["gamma"] for r in results}) or [0])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_psnr_histograms(report: dict[str, Any], path: Path) -> None:
+    """Rows: PSNR to raw images and to reconstructions; columns: γ; a step line per mode."""
+    results = _finished(report)
+    gammas = sorted({r["gamma"] for r in results}) or [0]
+    edges = np.asarray(report["psnr_edges"], dtype=float)
+    edges[-1] = edges[-2] + 1  # draw the capped bin one dB wide
+    fig, axes = plt.subplots(len(HISTOGRAMS), len(gammas), figsize=(4 * len(gammas), 6))
+    axes = np.asarray(axes).reshape(len(HISTOGRAMS), len(gammas))
+    for row, (figure, target) in enumerate(HISTOGRAMS):
+        for col, gamma in enumerate(gammas):
+            ax = axes[row, col]
+            sets = [(r["mode"], r) for r in results if r["gamma"] == gamma]
+            for label, r in [*sets, ("test images", report["baseline"])]:
+                counts = np.asarray(r[f"{figure}_histogram"], dtype=float)
+                ax.stairs(counts / max(counts.sum(), 1), edges, label=label)
+            ax.axvline(report["memorized_psnr_db"], color="red", ls=":", lw=1)
+            ax.set(xlabel=f"PSNR to nearest, {target} (dB)", title=f"γ = {gamma}")
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

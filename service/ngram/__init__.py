@@ -1,0 +1,13 @@
+"""The n-gram engine (DESIGN.md §3–§5). It works on token arrays only: no file formats, no HTTP.
+
+- tokens.py      tokens, PAD and the token grids a table is built from
+- windows.py     causal γ-windows over token grids, vectorized, and their 64-bit keys
+- migrations.py  the forward-only SQL migration runner of the store
+- store.py       the DuckDB store: connections, the table catalogue, reading tables
+- build.py       building a γ table atomically with one GROUP BY
+- index.py       a table as sorted arrays for batched lookups (the sampler's cache of DuckDB)
+- histograms.py  a table's histograms as arrays, for the γ-ARVM and the likelihood figures
+- samples.py     the sampling request and result shared by every mode, counter-based randomness
+- exact.py       exact depth-first search with backtracking
+- modes.py       the Sampler: exact, backoff, hybrid and neural over tables and γ-ARVMs
+"""

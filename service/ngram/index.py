@@ -1,0 +1,110 @@
+"""In-memory index of one n-gram table (DESIGN.md §5): sorted context keys → [start, end) into
+(token, count, example image) arrays. DuckDB stays the source of truth; this is a cache of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+
+from service.errors import InvalidInputError
+from service.ngram.store import TableInfo, get_table, read_table
+from service.ngram.windows import context_keys, context_size
+
+
+def group_offsets(sorted_keys: np.ndarray) -> np.ndarray:
+    """(M + 1,) offsets of the runs of equal values in a sorted array: run m is [o[m], o[m+1])."""
+    first = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return np.r_[first, len(sorted_keys)].astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """q(token | context) of one context, with one training image per token."""
+
+    tokens: np.ndarray  # (k,) int64
+    counts: np.ndarray  # (k,) int64
+    examples: np.ndarray  # (k,) int64 image ids
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Batched lookup result: for each query, whether its context is known and its row range."""
+
+    found: np.ndarray  # (M,) bool
+    start: np.ndarray  # (M,) int64, valid where found
+    end: np.ndarray  # (M,) int64
+
+
+@dataclass(frozen=True)
+class NgramIndex:
+    info: TableInfo
+    keys: np.ndarray  # (M,) int64, sorted, unique
+    starts: np.ndarray  # (M + 1,) int64 row offsets
+    tokens: np.ndarray  # (R,) int64
+    counts: np.ndarray  # (R,) int64
+    examples: np.ndarray  # (R,) int64
+
+    @property
+    def gamma(self) -> int:
+        return self.info.gamma
+
+    @property
+    def pad(self) -> int:
+        """The PAD token, 2^C."""
+        return 1 << self.info.latent_channels
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.keys, self.starts, self.tokens, self.counts, self.examples)
+        return sum(a.nbytes for a in arrays)
+
+    @staticmethod
+    def nbytes_of(info: TableInfo) -> int:
+        """What `nbytes` will be once the table is loaded, from its catalogue row alone:
+        keys and offsets per context, token, count and example per row, 8 bytes each."""
+        return 8 * (2 * info.contexts + 1) + 3 * 8 * info.rows
+
+    @classmethod
+    def load(
+        cls, con: duckdb.DuckDBPyConnection, gamma: int, positional: bool = False
+    ) -> NgramIndex:
+        """Read a ready table through Arrow into arrays; no Python loop over rows."""
+        info = get_table(con, gamma, positional)
+        table = read_table(con, info)
+        row_keys = table.column("context_key").to_numpy()
+        starts = group_offsets(row_keys)
+        return cls(
+            info=info,
+            keys=row_keys[starts[:-1]],
+            starts=starts,
+            tokens=table.column("token").to_numpy().astype(np.int64),
+            counts=table.column("count").to_numpy().astype(np.int64),
+            examples=table.column("example_image").to_numpy().astype(np.int64),
+        )
+
+    def lookup_keys(self, keys: np.ndarray) -> Lookup:
+        """Row ranges of many context keys at once (binary search)."""
+        where = np.searchsorted(self.keys, keys)
+        clipped = np.minimum(where, len(self.keys) - 1)
+        found = (where < len(self.keys)) & (self.keys[clipped] == keys)
+        return Lookup(found, self.starts[clipped], self.starts[clipped + 1])
+
+    def key_for(self, contexts: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+        """Keys of (M, K) contexts, with positions when the table is positional."""
+        k = context_size(self.gamma)
+        if contexts.ndim != 2 or contexts.shape[1] != k:
+            raise InvalidInputError(f"gamma={self.gamma} contexts have {k} tokens")
+        if self.info.positional and positions is None:
+            raise InvalidInputError(f"table {self.info.name} is positional: give positions")
+        return context_keys(contexts, positions if self.info.positional else None)
+
+    def histogram(self, context: np.ndarray, position: int | None = None) -> Histogram | None:
+        """The histogram of one context, or None when training never saw it."""
+        pos = None if position is None else np.array([position])
+        result = self.lookup_keys(self.key_for(np.asarray(context)[None, :], pos))
+        if not result.found[0]:
+            return None
+        rows = slice(int(result.start[0]), int(result.end[0]))
+        return Histogram(self.tokens[rows], self.counts[rows], self.examples[rows])

@@ -1,0 +1,137 @@
+"""The DuckDB n-gram store (DESIGN.md §4): connections, the table catalogue, reading tables.
+
+DuckDB lets several read-only processes, or one writing process, open the file at a time: the
+service opens it read-only; builds (ngram/build.py) go through the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from service.errors import InvalidInputError, RunError
+from service.ngram.migrations import migrate
+from service.ngram.migrations import status as migration_status
+from service.ngram.windows import check_gamma
+
+
+def table_name(gamma: int, positional: bool) -> str:
+    return f"g{gamma}{'p' if positional else ''}"
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A catalogue row of a ready table."""
+
+    table_id: int
+    name: str
+    gamma: int
+    positional: bool
+    run: str
+    model_sha256: str
+    latent_channels: int
+    grid_height: int
+    grid_width: int
+    windows: int
+    contexts: int
+    rows: int
+    images: int
+    build_seconds: float
+    created_at: datetime
+
+
+_INFO_COLUMNS = (
+    "table_id, name, gamma, by_position, run, model_sha256, latent_channels, grid_height,"
+    " grid_width, windows, contexts, rows, images, build_seconds, created_at"
+)
+
+
+def open_store(
+    path: Path, *, read_only: bool = False, check_schema: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """Connect to the store; a writer brings the schema up to date first, a reader refuses a
+    store whose schema is behind this code (unless `check_schema` is off, to report it)."""
+    if read_only and not path.exists():
+        raise RunError(f"{path} is missing: run `latentgram build` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:  # DuckDB allows one writing process, or only readers
+        raise RunError(f"{path} is in use by another process (a build?): {exc}") from exc
+    except duckdb.Error as exc:
+        raise RunError(f"{path} is not a readable DuckDB store: {exc}") from exc
+    if not read_only:
+        migrate(con)
+    elif check_schema and (state := migration_status(con)).pending:
+        con.close()
+        raise RunError(
+            f"{path} has schema version {state.current}, this latentgram needs {state.latest}:"
+            f" run `latentgram migrate --run {path.parent}`"
+        )
+    return con
+
+
+def upgrade_store(path: Path) -> list[str]:
+    """Apply pending migrations to an existing store (the service does this as it starts);
+    returns the migrations applied. A store in use by a build is a RunError: retry later."""
+    if not path.exists():
+        return []
+    with open_store(path, read_only=True, check_schema=False) as con:
+        pending = migration_status(con).pending
+    if pending:
+        open_store(path).close()  # a writer applies them
+    return list(pending)
+
+
+def list_tables(con: duckdb.DuckDBPyConnection) -> list[TableInfo]:
+    rows = con.execute(
+        f"SELECT {_INFO_COLUMNS} FROM ngram_tables WHERE state = 'ready'"
+        " ORDER BY gamma, by_position"
+    ).fetchall()
+    return [TableInfo(*row) for row in rows]
+
+
+def get_table(con: duckdb.DuckDBPyConnection, gamma: int, positional: bool = False) -> TableInfo:
+    """The ready table for γ, or InvalidInputError listing what is built."""
+    check_gamma(gamma)
+    tables = list_tables(con)
+    for info in tables:
+        if info.gamma == gamma and info.positional == positional:
+            return info
+    raise InvalidInputError(missing_table_message(gamma, positional, [t.name for t in tables]))
+
+
+def missing_table_message(gamma: int, positional: bool, built: Sequence[str]) -> str:
+    """What to say when the table of (γ, positional) is not built: its name, what is, the fix."""
+    kind, flag = ("positional table", " --positional") if positional else ("table", "")
+    return (
+        f"no {kind} {table_name(gamma, positional)} built for gamma={gamma}; built: "
+        f"{', '.join(built) or 'none'}. Run `latentgram build --gamma {gamma}{flag}`"
+    )
+
+
+def read_table(
+    con: duckdb.DuckDBPyConnection,
+    info: TableInfo,
+    columns: Sequence[str] = ("context_key", "token", "count", "example_image"),
+) -> pa.Table:
+    """A table's rows sorted by (context_key, token), through Arrow (no per-row Python)."""
+    cols = ", ".join(columns)
+    return con.sql(
+        f"SELECT {cols} FROM ngrams WHERE table_id = $id ORDER BY context_key, token",
+        params={"id": info.table_id},
+    ).to_arrow_table()
+
+
+def read_contexts(con: duckdb.DuckDBPyConnection, info: TableInfo) -> pa.Table:
+    """A table's contexts (context_key, position, context) sorted by key, through Arrow."""
+    return con.sql(
+        "SELECT context_key, position, context FROM ngram_contexts WHERE table_id = $id"
+        " ORDER BY context_key",
+        params={"id": info.table_id},
+    ).to_arrow_table()

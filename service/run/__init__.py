@@ -1,0 +1,8 @@
+"""A run directory (DESIGN.md §1) and the steps that fill it.
+
+- paths.py   where each file of a run lives
+- record.py  run.json: what was built from what
+- models.py  the run's trained models, loaded from their checkpoints
+- steps.py   encode → build → sample, as the CLI and the API call them
+- loaded.py  a whole run held in memory, for the service and the report
+"""

@@ -1,0 +1,203 @@
+"""The steps of a run after training, as functions the CLI and the API call: encode → build →
+sample. (Training steps are in service/training/.)"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from models import BLAE
+from service.checkpoint import Checkpoint
+from service.data.parquet import read_latents, write_images, write_latents
+from service.data.sources import DataSpec
+from service.errors import InvalidInputError, RunError
+from service.latents.bits import pack_bits
+from service.latents.codec import decode_bits, encode_images
+from service.latents.latent_set import LatentSet
+from service.ngram.build import build_table
+from service.ngram.index import NgramIndex
+from service.ngram.modes import Mode, Sampler
+from service.ngram.samples import SampleBatch, SampleConfig
+from service.ngram.store import TableInfo, get_table, list_tables, open_store
+from service.ngram.tokens import tokens_to_bits
+from service.ngram.windows import check_gamma
+from service.run.models import has_arvm, load_arvm, load_blae
+from service.run.paths import RunPaths
+from service.run.record import read_run_json, update_run_json
+
+log = logging.getLogger(__name__)
+
+
+def run_data_spec(paths: RunPaths) -> DataSpec:
+    """The data spec recorded by train-ae."""
+    data = read_run_json(paths).get("data")
+    if not data:
+        raise RunError(f"{paths.run_json} names no data source: run `latentgram train-ae` first")
+    classes = data.get("classes")
+    return DataSpec(data["source"], data.get("limit"), tuple(classes) if classes else None)
+
+
+@dataclass(frozen=True)
+class EncodeSummary:
+    images: int
+    seconds: float
+    images_per_s: float
+    brate: float
+    latent_shape: tuple[int, int, int]
+
+
+def encode_run(paths: RunPaths, *, device: str = "cpu", batch_size: int = 1024) -> EncodeSummary:
+    """Encode every image of the run's data into images.parquet and latents.parquet."""
+    checkpoint = load_blae(paths, device=device)
+    images = run_data_spec(paths).load()
+    ids = np.arange(len(images), dtype=np.int64)  # ids are positions in the loaded order
+    started = time.perf_counter()
+    packed, brate = encode_images(checkpoint.model, images.images, batch_size=batch_size)
+    seconds = time.perf_counter() - started
+    shape = checkpoint.model.config.latent_shape
+    write_images(paths.images, images, ids)
+    latents = LatentSet(ids, images.splits, images.labels, packed, shape, checkpoint.sha256)
+    write_latents(paths.latents, latents)
+    summary = EncodeSummary(len(images), seconds, len(images) / max(seconds, 1e-9), brate, shape)
+    update_run_json(
+        paths,
+        "encode",
+        {
+            "images": len(images),
+            "latent_shape": list(shape),
+            "brate": brate,
+            "images_per_s": round(summary.images_per_s),
+            "model_sha256": checkpoint.sha256,
+        },
+    )
+    return summary
+
+
+def select_latents(latents: LatentSet, ids: Sequence[int] | None, limit: int | None) -> LatentSet:
+    """The latents with the given ids (in that order), or the first `limit` ones."""
+    if ids is not None:
+        position = {int(i): k for k, i in enumerate(latents.ids)}
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise InvalidInputError(
+                f"no latents with ids {missing[:5]} (ids are 0..{len(latents) - 1})"
+            )
+        return latents.select(np.array([position[i] for i in ids], dtype=np.int64))
+    if limit is not None:
+        return latents.select(np.arange(min(limit, len(latents))))
+    return latents
+
+
+DEFAULT_GAMMAS = (3, 5, 7)  # on a 4×4 grid, γ = 7 already sees every earlier position
+
+
+def build_run_tables(
+    paths: RunPaths,
+    gammas: Sequence[int] = DEFAULT_GAMMAS,
+    *,
+    positional: bool = False,
+    progress: bool = True,
+) -> list[TableInfo]:
+    """Build (or rebuild) the n-gram tables of the run's training latents, one per γ."""
+    for gamma in gammas:
+        check_gamma(gamma)
+    latents = read_latents(paths.require(paths.latents, "encode"))
+    grids = latents.select(latents.splits == "train").token_grids()
+    built = []
+    with open_store(paths.store) as con:
+        for gamma in tqdm(gammas, desc="build n-gram tables", unit="table", disable=not progress):
+            built.append(
+                build_table(con, grids, gamma=gamma, positional=positional, run=str(paths.root))
+            )
+    update_run_json(
+        paths,
+        "tables",
+        {
+            t.name: {"contexts": t.contexts, "rows": t.rows, "seconds": t.build_seconds}
+            for t in built
+        },
+    )
+    return built
+
+
+@dataclass(frozen=True)
+class GeneratedSamples:
+    batch: SampleBatch
+    images: np.ndarray  # (n, channels, size, size) uint8 decoded through the BL-AE
+    index_bytes: int
+    latent_shape: tuple[int, int, int]
+    model_sha256: str  # the BL-AE that decoded them
+
+
+def check_tables_fresh(paths: RunPaths, tables: Sequence[TableInfo], latents: LatentSet) -> None:
+    """RunError when a table was built from latents of another BL-AE than the run's."""
+    stale = [t.name for t in tables if t.model_sha256 != latents.model_sha256]
+    if stale:
+        raise RunError(
+            f"tables {', '.join(stale)} were built from latents of another BL-AE: "
+            f"run `latentgram build --run {paths.root}` again"
+        )
+
+
+def decode_samples(
+    sampler: Sampler, batch: SampleBatch, blae: Checkpoint[BLAE]
+) -> GeneratedSamples:
+    """A batch of samples decoded through the BL-AE, with what drew them."""
+    bits = tokens_to_bits(batch.tokens, sampler.latent_shape[0])
+    index_bytes = sum(i.nbytes for i in sampler.indexes.values())
+    images = decode_bits(blae.model, bits)
+    return GeneratedSamples(batch, images, index_bytes, sampler.latent_shape, blae.sha256)
+
+
+def load_sampler(paths: RunPaths, *, gamma: int, mode: Mode, positional: bool = False) -> Sampler:
+    """The tables and γ-ARVM that sampling in `mode` at `gamma` needs, loaded from the run."""
+    check_gamma(gamma)
+    latents = read_latents(paths.require(paths.latents, "encode"))
+    indexes = {}
+    if mode != "neural":
+        with open_store(paths.require(paths.store, "build"), read_only=True) as con:
+            get_table(con, gamma, positional)  # the γ table itself must exist: a clear error
+            built = [t for t in list_tables(con) if t.positional == positional]
+            low = mode == "backoff"
+            wanted = [t for t in built if t.gamma == gamma or (low and t.gamma < gamma)]
+            check_tables_fresh(paths, wanted, latents)
+            indexes = {t.gamma: NgramIndex.load(con, t.gamma, positional) for t in wanted}
+    networks = {}
+    if has_arvm(paths, gamma, positional):
+        networks[gamma] = load_arvm(paths, gamma, positional)
+    return Sampler(latents.shape, indexes, networks, positional=positional)
+
+
+def sample_run(
+    paths: RunPaths,
+    *,
+    gamma: int,
+    config: SampleConfig,
+    mode: Mode = "exact",
+    positional: bool = False,
+    complete_with_hybrid: bool = False,
+) -> GeneratedSamples:
+    """Draw samples from the run in any mode and decode them through the BL-AE."""
+    sampler = load_sampler(paths, gamma=gamma, mode=mode, positional=positional)
+    batch = sampler.sample(gamma, mode, config, complete_with_hybrid=complete_with_hybrid)
+    return decode_samples(sampler, batch, load_blae(paths))
+
+
+def samples_as_latents(generated: GeneratedSamples) -> LatentSet:
+    """Finished samples as a LatentSet (split "sample", ids = sample numbers), for Parquet."""
+    batch = generated.batch
+    bits = tokens_to_bits(batch.tokens[batch.ok], generated.latent_shape[0])
+    ids = np.flatnonzero(batch.ok).astype(np.int64)
+    return LatentSet(
+        ids=ids,
+        splits=np.full(len(ids), "sample"),
+        labels=np.full(len(ids), -1, np.int64),
+        packed=pack_bits(bits),
+        shape=generated.latent_shape,
+        model_sha256=generated.model_sha256,
+    )

@@ -1,0 +1,41 @@
+"""POST /v1/nearest against the real app under uvicorn on loopback."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from helpers import assert_problem, get, png, post
+from live_server import LiveServer
+
+from service.latents.bits import packed_to_text
+
+
+def test_nearest_finds_the_training_image_itself(
+    live_server: LiveServer, training: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    ids, images, packed = training
+    by_bits = post(
+        live_server, "/v1/nearest", json={"bits": packed_to_text(packed[7]), "by": "latent"}
+    ).json()
+    top = by_bits["hits"][0]
+    assert top["hamming"] == 0 and top["exact_copy"]
+    assert packed_to_text(packed[ids == top["id"]][0]) == by_bits["bits"]
+    by_image = post(
+        live_server,
+        "/v1/nearest",
+        json={"image_png": base64.b64encode(png(images[7])).decode(), "k": 3},
+    ).json()
+    assert len(by_image["hits"]) == 3
+    assert by_image["hits"][0]["id"] == int(ids[7]) and by_image["hits"][0]["memorized"]
+
+
+def test_bad_nearest_requests(live_server: LiveServer) -> None:
+    assert_problem(post(live_server, "/v1/nearest", json={"k": 1}), 422, "exactly one")
+    bits = "00" * get(live_server, "/v1/info").json()["latent_bytes"]
+    assert_problem(
+        post(live_server, "/v1/nearest", json={"bits": bits, "k": 101}), 422, "k must be in 1.."
+    )
+    assert_problem(
+        post(live_server, "/v1/nearest", json={"image_png": "%%%"}), 422, "not valid base64"
+    )

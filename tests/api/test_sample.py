@@ -1,0 +1,109 @@
+"""POST /v1/sample against the real app under uvicorn on loopback (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import assert_problem, get, post, wait_for, without_timing
+from live_server import LiveServer
+
+
+def test_exact_samples_decode_to_their_images(live_server: LiveServer) -> None:
+    body = post(live_server, "/v1/sample", json={"n": 6, "gamma": 5, "seed": 3}).json()
+    assert body["finished"] == sum(s["ok"] for s in body["samples"]) > 0
+    for sample in body["samples"]:
+        if not sample["ok"]:
+            assert sample["failure"] and sample["bits"] is None
+            continue
+        assert sample["neural_share"] == 0.0
+        assert {g for row in sample["answered_by"] for g in row} == {5}
+        assert min(e for row in sample["examples"] for e in row) >= 0
+        decoded = post(live_server, "/v1/decode", json={"bits": [sample["bits"]], "format": "png"})
+        assert decoded.headers["content-type"] == "image/png"
+        assert decoded.content == base64.b64decode(sample["image_png"])
+
+
+def test_same_seed_same_bytes_and_concurrency_changes_nothing(live_server: LiveServer) -> None:
+    requests = [{"n": 8, "gamma": g, "seed": s, "mode": "exact"} for g in (3, 5) for s in (0, 1)]
+    requests += [{"n": 8, "gamma": 5, "seed": 2, "mode": m} for m in ("hybrid", "neural")]
+    serial = [without_timing(post(live_server, "/v1/sample", json=r).json()) for r in requests]
+    again = without_timing(post(live_server, "/v1/sample", json=requests[0]).json())
+    assert again == serial[0]
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(lambda r: post(live_server, "/v1/sample", json=r), requests * 2))
+    assert [without_timing(r.json()) for r in concurrent] == serial * 2
+
+
+def test_modes_report_who_answered(live_server: LiveServer) -> None:
+    neural = post(live_server, "/v1/sample", json={"n": 4, "mode": "neural"}).json()
+    assert all(s["ok"] and s["neural_share"] == 1.0 for s in neural["samples"])
+    assert all(e == -1 for s in neural["samples"] for row in s["examples"] for e in row)
+    backoff = post(live_server, "/v1/sample", json={"n": 16, "mode": "backoff"}).json()
+    for sample in backoff["samples"]:
+        assert {g for row in sample["answered_by"] for g in row} <= {0, 3, 5}
+
+
+def test_sample_with_nearest_training_images(
+    live_server: LiveServer, training: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    body = post(live_server, "/v1/sample", json={"n": 3, "gamma": 5, "nearest": 2}).json()
+    ids = set(training[0].tolist())
+    for sample in (s for s in body["samples"] if s["ok"]):
+        hits = sample["nearest"]
+        assert len(hits) == 2 and hits[0]["psnr"] >= hits[1]["psnr"]
+        assert {h["id"] for h in hits} <= ids
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"n": 0}, ["n", "greater than or equal to 1"]),
+        ({"n": 10_000}, ["n must be in 1..256"]),
+        ({"gamma": 4}, ["gamma", "odd"]),
+        ({"gamma": 7}, ["no table g7 built for gamma=7", "built: g3, g5"]),
+        ({"mode": "dream"}, ["mode"]),
+        ({"temperature": 0}, ["temperature"]),
+        ({"budget": 10**9}, ["budget must be in 1..100000"]),
+        ({"nearest": 1000}, ["nearest must be in 0..100"]),
+        ({"gamma": 3, "mode": "neural"}, ["no γ-ARVM trained for gamma=3"]),
+        ({"colour": "red"}, ["colour", "Extra inputs"]),
+        ({"n": "many"}, ["n", "integer"]),
+    ],
+)
+def test_bad_sample_requests_name_the_field(
+    live_server: LiveServer, body: dict[str, Any], words: list[str]
+) -> None:
+    assert_problem(post(live_server, "/v1/sample", json=body), 422, *words)
+
+
+def test_bad_json_is_422(live_server: LiveServer) -> None:
+    response = post(
+        live_server,
+        "/v1/sample",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+
+
+def test_health_answers_while_samples_are_made(live_server: LiveServer) -> None:
+    """/healthz answers while a heavy sample is still being drawn in the thread pool."""
+    heavy = {"n": 256, "gamma": 3, "budget": 100_000, "seed": 11}
+    done = threading.Event()
+
+    def draw() -> None:
+        post(live_server, "/v1/sample", json=heavy)
+        done.set()
+
+    worker = threading.Thread(target=draw)
+    worker.start()
+    gauge = 'latentgram_requests_in_progress{kind="sample"} 1.0'
+    wait_for(lambda: gauge in get(live_server, "/metrics").text, "the sample to be under way")
+    assert get(live_server, "/healthz").status_code == 200
+    assert not done.is_set(), "the sample finished first: make it heavier"
+    worker.join()

@@ -1,0 +1,155 @@
+"""The console script as a user runs it: real subprocesses, real files, one step per test."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.data.parquet import read_latents
+from service.run.paths import RunPaths
+
+LATENTGRAM = shutil.which("latentgram") or str(Path(sys.executable).parent / "latentgram")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LATENTGRAM, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_explains_every_command() -> None:
+    out = cli("--help").stdout
+    for command in ("data", "train-ae", "encode", "decode", "prepare", "build", "sample", "tables"):
+        assert command in out
+    train_help = cli("train-ae", "--help").stdout
+    for option in ("--preset", "--epochs", "--resume", "--precision", "--sigma", "--source"):
+        assert option in train_help
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, fashion_small) -> tuple[RunPaths, str]:
+    """`latentgram prepare` on 128 images with the tiny preset: the run and what it printed."""
+    run = tmp_path_factory.mktemp("cli") / "run"
+    done = cli(
+        "prepare", "--run", str(run), "--limit", "128", "--preset", "tiny", "--epochs", "1",
+        "--arvm-hidden", "32",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return RunPaths(run), done.stdout
+
+
+def test_prepare_builds_every_step_and_reports_it(prepared: tuple[RunPaths, str]) -> None:
+    paths, out = prepared
+    assert "run ready" in out and '"psnr_binary"' in out
+    assert all(f'"g{g}": {{' in out.split('"arvms"')[1] for g in (3, 5, 7))
+    assert paths.latents.exists() and paths.images.exists() and paths.blae_weights.exists()
+    assert (paths.reports / "samples-g5.png").exists()
+
+
+def test_decode_to_a_grid_or_one_file_per_id(
+    prepared: tuple[RunPaths, str], tmp_path: Path
+) -> None:
+    run = str(prepared[0].root)
+    grid = cli("decode", "--run", run, "--limit", "16", "--out", str(tmp_path / "grid.png"))
+    assert grid.returncode == 0, grid.stderr
+    assert Image.open(tmp_path / "grid.png").size == (4 * 30 - 2, 4 * 30 - 2)
+    files = cli("decode", "--run", run, "--ids", "3,5", "--out", str(tmp_path / "each"))
+    assert files.returncode == 0, files.stderr
+    assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["3.png", "5.png"]
+
+
+def test_tables_lists_the_built_tables(prepared: tuple[RunPaths, str]) -> None:
+    listed = cli("tables", "--run", str(prepared[0].root))
+    assert listed.returncode == 0 and all(f"g{g} " in listed.stdout for g in (3, 5, 7))
+    assert "index MiB" in listed.stdout
+
+
+def test_global_gamma_samples_copy_training_latents_reproducibly(
+    prepared: tuple[RunPaths, str], tmp_path: Path
+) -> None:
+    paths, out = prepared[0], tmp_path / "grid.png"
+    args = ("sample", "--run", str(paths.root), "--gamma", "7", "-n", "9", "--seed", "1")
+    drawn = cli(*args, "--out", str(out))
+    assert drawn.returncode == 0, drawn.stderr
+    assert '"ok": 9' in drawn.stdout and out.exists()
+    sampled = read_latents(out.with_suffix(".parquet"))
+    training = {bytes(p) for p in read_latents(paths.latents).packed}
+    assert len(sampled) == 9 and all(bytes(p) in training for p in sampled.packed)  # γ=7 copies
+    again = cli(*args, "--out", str(out))
+    assert again.returncode == 0
+    np.testing.assert_array_equal(read_latents(out.with_suffix(".parquet")).packed, sampled.packed)
+
+
+def test_migrate_status_shows_nothing_pending(prepared: tuple[RunPaths, str]) -> None:
+    status = cli("migrate", "--run", str(prepared[0].root), "--status")
+    assert status.returncode == 0 and '"pending": []' in status.stdout
+
+
+def test_a_starved_search_writes_an_empty_result(
+    prepared: tuple[RunPaths, str], tmp_path: Path
+) -> None:
+    starved = cli(
+        "sample", "--run", str(prepared[0].root), "--gamma", "3", "--budget", "1", "-n", "4",
+        "--out", str(tmp_path / "none.png"),
+    )  # fmt: skip
+    assert starved.returncode == 0 and '"ok": 0' in starved.stdout, starved.stderr
+    assert len(read_latents(tmp_path / "none.parquet")) == 0
+
+
+def test_hybrid_mode_finishes_every_sample(prepared: tuple[RunPaths, str], tmp_path: Path) -> None:
+    run = str(prepared[0].root)
+    hybrid = cli("sample", "--run", run, "--mode", "hybrid", "--out", str(tmp_path / "h.png"))
+    assert hybrid.returncode == 0 and '"ok": 64' in hybrid.stdout, hybrid.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("sample", "--out", "x.parquet"), "--out must be a .png"),
+        (("sample", "--mode", "neural", "--positional"), "γ-ARVM"),
+        (("sample", "--mode", "dream"), "mode must be one of exact, backoff, hybrid, neural"),
+        (("train-ae", "--resume", "--preset", "default", "--limit", "128"), "cannot resume"),
+        (("train-ae", "--kappa", "0", "--limit", "16"), "kappa > 0"),
+        (("encode", "--device", "tpu"), "device must be auto, cpu, cuda"),
+        (("build", "--gamma", "4"), "odd window size"),
+        (("sample", "--gamma", "9"), "no table g9 built for gamma=9"),
+        (("sample", "--temperature", "0"), "temperature must be in"),
+    ],
+)
+def test_refused_commands_say_why_and_change_nothing(
+    prepared: tuple[RunPaths, str], args: tuple[str, ...], message: str
+) -> None:
+    paths = prepared[0]
+    recorded = paths.run_json.read_text()
+    bad = cli(*args, "--run", str(paths.root))
+    assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert paths.run_json.read_text() == recorded
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("data", "--source", "idx:/no/such/folder"), "no such file or folder"),
+        (("data", "--source", "mnist"), "fashion-mnist, idx:PATH"),
+        (("data", "--classes", "1,x"), "comma-separated integers"),
+        (("encode", "--run", "/no/such/run"), "train-ae"),
+        (("train-ae", "--precision", "fp8", "--run", "/tmp/x"), "precision must be one of"),
+        (("train-ae", "--preset", "huge", "--run", "/tmp/x"), "unknown BL-AE preset"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
+    result = cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_data_summary_of_real_source(tmp_path: Path, fashion_small) -> None:
+    result = cli("data", "--limit", "10", "--preview", str(tmp_path / "p.png"))
+    assert result.returncode == 0, result.stderr
+    assert '"train": 10' in result.stdout and "Ankle boot" in result.stdout
+    assert (tmp_path / "p.png").exists()

@@ -1,0 +1,133 @@
+"""The memorization report on a small real run, checked against brute force."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from helpers import StandInInception
+from live_server import start_server, wait_ready
+
+from service.errors import InvalidInputError
+from service.evaluation.pixels import PSNR_CAP_DB
+from service.evaluation.report import (
+    REPORT_JSON,
+    REPORT_PLOT,
+    ClosenessMeter,
+    ReportConfig,
+    build_report,
+)
+from service.ngram.samples import SampleConfig
+from service.run.loaded import LoadedRun
+from service.run.paths import RunPaths
+from service.run.steps import build_run_tables
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory: pytest.TempPathFactory, prepared_run: RunPaths) -> RunPaths:
+    """A copy of the prepared run with γ = 7 (global on a 4×4 grid) built and a report written."""
+    paths = RunPaths(tmp_path_factory.mktemp("reported") / "run")
+    shutil.copytree(prepared_run.root, paths.root)
+    build_run_tables(paths, (7,), progress=False)
+    build_report(LoadedRun.load(paths.root), ReportConfig(samples=24, seed=5), progress=False)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def run(reported: RunPaths) -> LoadedRun:
+    return LoadedRun.load(reported.root)
+
+
+def brute_psnr(query: np.ndarray, images: np.ndarray) -> float:
+    """Best PSNR of one image against every image, one pair at a time."""
+    best = 0.0
+    for image in images:
+        mse = np.mean((query.astype(np.float64) - image.astype(np.float64)) ** 2) / 255.0**2
+        best = max(best, PSNR_CAP_DB if mse <= 1e-10 else 10 * np.log10(1 / mse))
+    return min(best, PSNR_CAP_DB)
+
+
+def test_rates_equal_brute_force(reported: RunPaths, run: LoadedRun) -> None:
+    report = json.loads((reported.reports / REPORT_JSON).read_text())
+    train = run.latents.splits == "train"
+    train_images = run.images.images[train]
+    train_bits = np.unpackbits(run.latents.packed[train], axis=1)
+    recon = run.decode(run.latents.packed[train])
+    for gamma, mode in [(5, "exact"), (5, "hybrid"), (3, "exact")]:
+        generated = run.sample(gamma=gamma, mode=mode, config=SampleConfig(n=24, seed=5))
+        ok = generated.batch.ok
+        images = generated.images[ok]
+        bits = np.unpackbits(run.pack_tokens(generated.batch.tokens[ok]), axis=1)
+        raw = np.array([brute_psnr(x, train_images) for x in images])
+        to_recon = np.array([brute_psnr(x, recon) for x in images])
+        hamming = np.array([(b != train_bits).sum(axis=1).min() for b in bits])
+        result = report["results"][f"g{gamma}-{mode}"]
+        assert result["finished"] == ok.sum() == result["count"]
+        assert result["memorization_rate"] == pytest.approx((raw > 30).mean())
+        assert result["memorization_rate_reconstruction"] == pytest.approx((to_recon > 30).mean())
+        assert result["exact_copy_rate"] == pytest.approx((hamming == 0).mean())
+        assert result["psnr"]["p50"] == pytest.approx(np.percentile(raw, 50), abs=1e-3)
+        assert sum(result["hamming_histogram"]) == len(images)
+
+
+def test_global_gamma_exact_samples_are_copies(reported: RunPaths) -> None:
+    report = json.loads((reported.reports / REPORT_JSON).read_text())
+    exact7 = report["results"]["g7-exact"]
+    assert exact7["finished"] > 0 and exact7["exact_copy_rate"] == 1.0
+    assert exact7["memorization_rate_reconstruction"] == 1.0
+    # no γ-ARVM for γ = 7 in this run: those sets are reported as skipped, not dropped
+    assert "skipped" in report["results"]["g7-neural"]
+    assert report["baseline"]["count"] == 24
+    assert report["baseline"]["classifier_frechet"] is not None
+
+
+def test_planted_copy_is_flagged_and_a_new_image_is_not(run: LoadedRun) -> None:
+    meter = ClosenessMeter(run.neighbours)
+    train = np.flatnonzero(run.latents.splits == "train")[:3]
+    copies = run.images.images[train]
+    packed = run.latents.packed[train]
+    planted = meter.measure(copies, packed, decoded=run.decode(packed))
+    assert planted.memorized.all() and planted.exact_copy.all()
+    assert planted.memorized_reconstruction.all()
+    noise = np.random.default_rng(1).integers(0, 256, (3, *copies.shape[1:]), dtype=np.uint8)
+    new = meter.measure(noise, run.encode(noise))
+    assert not new.memorized.any() and not new.memorized_reconstruction.any()
+    assert not new.exact_copy.any()
+
+
+def test_report_files_and_endpoint(reported: RunPaths) -> None:
+    report = json.loads((reported.reports / REPORT_JSON).read_text())
+    assert (reported.reports / REPORT_PLOT).read_bytes()[:4] == b"\x89PNG"
+    assert Path(report["results"]["g5-exact"]["sheet"]).read_bytes()[:4] == b"\x89PNG"
+    for server in start_server(reported):
+        wait_ready(server)
+        assert httpx.get(f"{server.url}/v1/info").json()["report"] is True
+        served = httpx.get(f"{server.url}/v1/report").json()
+        assert served["results"].keys() == report["results"].keys()
+        plot = httpx.get(f"{server.url}/v1/report/memorization.png")
+        assert plot.headers["content-type"] == "image/png"
+
+
+def test_bad_report_options(run: LoadedRun) -> None:
+    with pytest.raises(InvalidInputError, match="no table built"):
+        build_report(run, ReportConfig(samples=4, gammas=(9,)), progress=False)
+    with pytest.raises(InvalidInputError, match=r"mode must be one of|modes must be among"):
+        ReportConfig(modes=("dream",))
+
+
+def test_report_takes_fid_with_a_supplied_inception_file(
+    tmp_path: Path, reported: RunPaths
+) -> None:
+    """--inception adds the standard FID beside the classifier distance (stand-in network)."""
+    path = tmp_path / "inception-2015-12-05.pt"
+    torch.jit.script(StandInInception()).save(str(path))
+    shutil.copytree(reported.root, tmp_path / "run")  # leave the module's report as it is
+    config = ReportConfig(samples=8, gammas=(5,), modes=("exact",), inception=path)
+    report = build_report(LoadedRun.load(tmp_path / "run"), config, progress=False)
+    assert report["baseline"]["fid"] >= 0 and report["results"]["g5-exact"]["fid"] >= 0
+    assert report["config"]["inception"] == str(path)

@@ -1,0 +1,200 @@
+"""Helpers the tests share: stand-ins written independently of the code under test (the window
+definition as plain loops, a stand-in Inception network), builders of tiny token tables, and
+small HTTP helpers for the live server."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import httpx
+import numpy as np
+import torch
+from live_server import LiveServer
+from PIL import Image
+from torch import nn
+
+from service.latents.bits import pack_bits
+from service.latents.latent_set import LatentSet
+from service.ngram.build import build_table
+from service.ngram.index import NgramIndex
+from service.ngram.store import open_store
+from service.ngram.tokens import TokenGrids, tokens_to_bits
+
+T = TypeVar("T")
+
+# --- the n-gram engine ------------------------------------------------------------------------
+
+
+def window_at(grid: np.ndarray, y: int, x: int, gamma: int, pad: int) -> tuple[int, ...]:
+    """The causal context of (y, x) by the definition, one token at a time."""
+    r = (gamma - 1) // 2
+    h, w = grid.shape
+    cells = [(y + dy, x + dx) for dy in range(-r, 0) for dx in range(-r, r + 1)]
+    cells += [(y, x + dx) for dx in range(-r, 0)]
+    return tuple(int(grid[yy, xx]) if 0 <= yy < h and 0 <= xx < w else pad for yy, xx in cells)
+
+
+def brute_force_histograms(
+    tokens: np.ndarray, ids: np.ndarray, gamma: int, pad: int, positional: bool = False
+) -> dict[tuple[int, ...], dict[int, tuple[int, set[int]]]]:
+    """context → token → (count, image ids) by scanning every window of every grid.
+
+    For positional tables the raster position is appended to the context.
+    """
+    counts: dict[tuple[int, ...], Counter[int]] = defaultdict(Counter)
+    images: dict[tuple[tuple[int, ...], int], set[int]] = defaultdict(set)
+    for grid, image in zip(tokens, ids, strict=True):
+        for y in range(grid.shape[0]):
+            for x in range(grid.shape[1]):
+                ctx, tok = window_at(grid, y, x, gamma, pad), int(grid[y, x])
+                if positional:
+                    ctx += (y * grid.shape[1] + x,)
+                counts[ctx][tok] += 1
+                images[(ctx, tok)].add(int(image))
+    return {
+        ctx: {tok: (n, images[(ctx, tok)]) for tok, n in hist.items()}
+        for ctx, hist in counts.items()
+    }
+
+
+def grids_from_tokens(
+    tokens: np.ndarray, channels: int, ids: np.ndarray | None = None
+) -> TokenGrids:
+    """Training token grids (N, H, W) with ids 0 … N−1 (or the given ones)."""
+    return TokenGrids(
+        np.asarray(tokens, np.int64), np.arange(len(tokens)) if ids is None else ids, channels
+    )
+
+
+def index_of(
+    store: Path, tokens: np.ndarray, channels: int, gamma: int, positional: bool = False
+) -> NgramIndex:
+    """Build the γ table of some token grids into a store and load its index."""
+    with open_store(store) as con:
+        build_table(con, grids_from_tokens(tokens, channels), gamma=gamma, positional=positional)
+        return NgramIndex.load(con, gamma, positional)
+
+
+def latents_from_tokens(
+    tokens: np.ndarray, channels: int, ids: np.ndarray | None = None
+) -> LatentSet:
+    """A training-split LatentSet holding the given (N, H, W) token grids."""
+    n, h, w = tokens.shape
+    ids = np.arange(n) if ids is None else ids
+    packed = pack_bits(tokens_to_bits(tokens, channels))
+    return LatentSet(
+        ids, np.full(n, "train"), np.zeros(n, np.int64), packed, (channels, h, w), "0" * 64
+    )
+
+
+def downgrade_to_first_schema(store: Path) -> None:
+    """Rewrite a store in the layout of migration 0001, as an older latentgram left it: the
+    context and position on every token row of `ngrams`, no `ngram_contexts`."""
+    with duckdb.connect(str(store)) as con:
+        con.execute("BEGIN TRANSACTION")
+        con.execute(
+            "CREATE TABLE first_ngrams AS SELECT n.table_id, n.context_key, c.context, c.position,"
+            " n.token, n.count, n.images, n.example_image"
+            " FROM ngrams n JOIN ngram_contexts c USING (table_id, context_key)"
+        )
+        con.execute("DROP TABLE ngrams")
+        con.execute("DROP TABLE ngram_contexts")
+        con.execute("ALTER TABLE first_ngrams RENAME TO ngrams")
+        con.execute("DELETE FROM schema_version WHERE version > 1")
+        con.execute("COMMIT")
+
+
+# --- the HTTP API ---------------------------------------------------------------------------
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def pixels_of(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def without_timing(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "seconds"}
+
+
+def post(server: LiveServer, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}{path}", timeout=60, **kwargs)
+
+
+def get(server: LiveServer, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(f"{server.url}{path}", timeout=60, **kwargs)
+
+
+def assert_problem(response: httpx.Response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    for word in words:
+        assert word in detail, detail
+
+
+def wait_for(condition: Callable[[], T | None], what: str, timeout: float = 60) -> T:
+    """Poll `condition` until it returns something truthy, which is returned; fail after the
+    deadline. Tests wait on what they need to see, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+    return value
+
+
+def readiness_reason(server: LiveServer) -> str | None:
+    """/readyz's reason once the first load has ended (None while it says "loading")."""
+    reason: str = get(server, "/readyz").json()["reason"]
+    return None if reason == "the run is loading" else reason
+
+
+# --- Inception --------------------------------------------------------------------------------
+
+
+PROBES = ("channels", "height", "width", "min", "max", "channel_spread", "float32", "mean")
+
+
+class StandInInception(nn.Module):
+    """Same call signature as NVIDIA's TorchScript Inception; its "features" describe its input.
+
+    The first columns hold what the network received (see PROBES); the rest are zero. Without
+    return_features it returns 1008 logits, as the real one does.
+    """
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        b = x.shape[0]
+        if not return_features:
+            return torch.zeros(b, 1008)
+        flat = x.reshape(b, -1)
+        spread = (x - x[:, :1]).abs().reshape(b, -1).amax(1)  # 0 when all channels are equal
+        is_float32 = 1.0 if x.dtype == torch.float32 else 0.0
+        probes = torch.stack(
+            [
+                torch.full((b,), float(x.shape[1])),
+                torch.full((b,), float(x.shape[2])),
+                torch.full((b,), float(x.shape[3])),
+                flat.amin(1).float(),
+                flat.amax(1).float(),
+                spread.float(),
+                torch.full((b,), is_float32),
+                flat.float().mean(1),
+            ],
+            1,
+        )
+        return torch.cat([probes, torch.zeros(b, 2048 - probes.shape[1])], 1)
+
+
+class NoFeaturesFlag(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))

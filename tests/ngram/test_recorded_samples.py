@@ -1,0 +1,96 @@
+"""Samples recorded before a change to the engine's code, replayed after it: the same seed must
+still give the same bytes (tokens, provenance, backtracks, steps) in the modes that need no
+network. A deliberate change to what a seed draws updates RECORDED and says so in README.md."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.ngram.build import build_table
+from service.ngram.index import NgramIndex
+from service.ngram.modes import Mode, Sampler
+from service.ngram.samples import SampleBatch, SampleConfig
+from service.ngram.store import open_store
+from service.ngram.tokens import TokenGrids
+
+# (grid)-(γ)-(mode)-(seed)-(temperature)-(budget) → (digest of the batch, samples finished)
+RECORDED = {
+    "4x4x3-g3-exact-s0-T1.0-b1000": ("9b26b62e9371aac5", 64),
+    "4x4x3-g3-exact-s5-T0.5-b200": ("2693d4d233d8c368", 64),
+    "4x4x3-g3-exact-s9-T2.0-b50": ("39748bae789f318d", 20),
+    "4x4x3-g3-backoff-s0-T1.0-b1000": ("e173afcc45d33dc6", 4),
+    "4x4x3-g3-backoff-s5-T0.5-b200": ("23a8e80e0072d8eb", 11),
+    "4x4x3-g3-backoff-s9-T2.0-b50": ("aa6dd865a93b49f0", 2),
+    "4x4x3-g5-exact-s0-T1.0-b1000": ("30d49ff80edee7f8", 64),
+    "4x4x3-g5-exact-s5-T0.5-b200": ("f15aa0a4678f0b86", 64),
+    "4x4x3-g5-exact-s9-T2.0-b50": ("13a255e43286384a", 59),
+    "4x4x3-g5-backoff-s0-T1.0-b1000": ("c2217e0e95594593", 26),
+    "4x4x3-g5-backoff-s5-T0.5-b200": ("084e81437bfa32e2", 30),
+    "4x4x3-g5-backoff-s9-T2.0-b50": ("30c6204a926c4b77", 17),
+    "4x4x3-g7-exact-s0-T1.0-b1000": ("c527d77d9e45ab1a", 64),
+    "4x4x3-g7-exact-s5-T0.5-b200": ("9e0008ae46039ac3", 64),
+    "4x4x3-g7-exact-s9-T2.0-b50": ("409ee30920bd4e1c", 64),
+    "4x4x3-g7-backoff-s0-T1.0-b1000": ("609d18e0f3d47d6d", 64),
+    "4x4x3-g7-backoff-s5-T0.5-b200": ("82a35605fb125842", 64),
+    "4x4x3-g7-backoff-s9-T2.0-b50": ("bbde23952c987be5", 64),
+    "8x8x2-g3-exact-s0-T1.0-b1000": ("ae7a92c8e2ccb90d", 64),
+    "8x8x2-g3-exact-s5-T0.5-b200": ("730e1e603900e139", 64),
+    "8x8x2-g3-exact-s9-T2.0-b50": ("5424af95d4924166", 0),
+    "8x8x2-g3-backoff-s0-T1.0-b1000": ("35c6c1679166f87c", 64),
+    "8x8x2-g3-backoff-s5-T0.5-b200": ("297fd443bfa51d96", 64),
+    "8x8x2-g3-backoff-s9-T2.0-b50": ("c3fc4744a740a697", 64),
+    "8x8x2-g5-exact-s0-T1.0-b1000": ("6375761d517ad9ab", 27),
+    "8x8x2-g5-exact-s5-T0.5-b200": ("73a0bcdb560bf4e2", 8),
+    "8x8x2-g5-exact-s9-T2.0-b50": ("a34bb32f3a4c5c49", 0),
+    "8x8x2-g5-backoff-s0-T1.0-b1000": ("d6a50d18837c17f5", 64),
+    "8x8x2-g5-backoff-s5-T0.5-b200": ("82ac56d1eb3f53cd", 64),
+    "8x8x2-g5-backoff-s9-T2.0-b50": ("c7ddb051541b0261", 64),
+    "8x8x2-g7-exact-s0-T1.0-b1000": ("985c5f91d74837aa", 62),
+    "8x8x2-g7-exact-s5-T0.5-b200": ("bac0a325f265e978", 20),
+    "8x8x2-g7-exact-s9-T2.0-b50": ("4fd39bb6136ffe39", 0),
+    "8x8x2-g7-backoff-s0-T1.0-b1000": ("9cc2e9b286d817d4", 64),
+    "8x8x2-g7-backoff-s5-T0.5-b200": ("89ef04257623a256", 64),
+    "8x8x2-g7-backoff-s9-T2.0-b50": ("398a9505f9e2cf9c", 64),
+}
+RUNS = [(0, 1.0, 1000), (5, 0.5, 200), (9, 2.0, 50)]  # seed, temperature, budget
+
+
+def digest(batch: SampleBatch) -> str:
+    h = hashlib.sha256()
+    for name in ("tokens", "ok", "backtracks", "steps", "examples", "answered_by", "placed"):
+        h.update(np.ascontiguousarray(getattr(batch, name)).astype(np.int64).tobytes())
+    h.update("|".join(batch.failure.tolist()).encode())
+    return h.hexdigest()[:16]
+
+
+def smooth_grids(n: int, side: int, channels: int) -> TokenGrids:
+    """Random grids whose rows mostly repeat the token to their left, so windows recur."""
+    rng = np.random.default_rng(7)
+    tokens = rng.integers(0, 1 << channels, (n, side, side))
+    keep = rng.random((n, side, side - 1)) < 0.6
+    tokens[:, :, 1:] = np.where(keep, tokens[:, :, :-1], tokens[:, :, 1:])
+    return TokenGrids(tokens, np.arange(n), channels)
+
+
+@pytest.mark.parametrize(("n", "side", "channels"), [(300, 4, 3), (120, 8, 2)])
+def test_recorded_samples_are_drawn_again(tmp_path: Path, n: int, side: int, channels: int) -> None:
+    grids = smooth_grids(n, side, channels)
+    with open_store(tmp_path / "s.duckdb") as con:
+        for gamma in (3, 5, 7):
+            build_table(con, grids, gamma=gamma)
+        indexes = {g: NgramIndex.load(con, g) for g in (3, 5, 7)}
+    sampler = Sampler((channels, side, side), indexes, {})
+    modes: tuple[Mode, ...] = ("exact", "backoff")
+    for gamma in (3, 5, 7):
+        for mode in modes:
+            for seed, temperature, budget in RUNS:
+                config = SampleConfig(
+                    n=64, seed=seed, temperature=temperature, budget=budget, batch_size=16
+                )
+                batch = sampler.sample(gamma, mode, config)
+                key = f"{side}x{side}x{channels}-g{gamma}-{mode}-s{seed}-T{temperature}-b{budget}"
+                assert (digest(batch), int(batch.ok.sum())) == RECORDED[key], key

@@ -1,0 +1,82 @@
+"""The code's layout holds: which package may import what, and functions that read in one sitting
+(DESIGN.md §9, README.md "Code map")."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_FUNCTION_LINES = 60
+
+
+def modules(package: str) -> Iterator[tuple[Path, ast.Module]]:
+    for path in sorted((ROOT / package).rglob("*.py")):
+        yield path, ast.parse(path.read_text(), filename=str(path))
+
+
+def imported(tree: ast.Module) -> set[str]:
+    """Every module a file imports, by its full dotted name."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def offending(
+    package: str, allowed: tuple[str, ...] = (), banned: tuple[str, ...] = ()
+) -> list[str]:
+    """Imports of `package`'s files outside `allowed` (when given) or inside `banned`."""
+    found = []
+    for path, tree in modules(package):
+        for name in sorted(imported(tree)):
+            top = name.split(".")[0]
+            outside = allowed and top not in allowed and not _stdlib(top)
+            if outside or any(name == b or name.startswith(b + ".") for b in banned):
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+    return found
+
+
+def _stdlib(top: str) -> bool:
+    return top in sys.stdlib_module_names or top == "__future__"
+
+
+def test_models_import_only_torch_and_numpy() -> None:
+    assert offending("models", allowed=("torch", "numpy", "models")) == []
+
+
+def test_only_the_api_imports_the_web_framework() -> None:
+    web = ("fastapi", "starlette", "pydantic_settings")
+    outside_api = [
+        line for line in offending("service", banned=web) if not line.startswith("service/api/")
+    ]
+    assert outside_api == []
+
+
+def test_the_ngram_engine_knows_no_file_formats_and_no_later_stage() -> None:
+    later = ("service.data", "service.latents", "service.run", "service.training")
+    later += ("service.evaluation", "service.api", "service.cli", "pyarrow.parquet", "PIL")
+    assert offending("service/ngram", banned=later) == []
+
+
+@pytest.mark.parametrize("package", ["service", "models"])
+def test_functions_read_in_one_sitting(package: str) -> None:
+    """No function over MAX_FUNCTION_LINES lines; typer commands (their options are one
+    declaration each) are the exception."""
+    long = []
+    for path, tree in modules(package):
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            lines = (node.end_lineno or node.lineno) - node.lineno + 1
+            command = any("command" in ast.unparse(d) for d in node.decorator_list)
+            if lines > MAX_FUNCTION_LINES and not command:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == []
