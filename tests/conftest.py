@@ -6,26 +6,24 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
-from helpers import grids_from_tokens
-from live_server import LiveServer, start_server, wait_ready
 
 from models import ARVMConfig, ARVMTrainConfig, BLAETrainConfig, GammaARVM
-from models.arvm_train import train_arvm
+from models.arvm_train import fit_arvm
 from service.data.sources import FASHION_MNIST_DIR, DataSpec
 from service.ngram.build import build_table
-from service.ngram.histograms import Histograms, table_histograms
+from service.ngram.histograms import table_histograms
 from service.ngram.index import NgramIndex
 from service.ngram.store import open_store
-from service.ngram.tokens import TokenGrids
 from service.run.paths import RunPaths
 from service.run.steps import build_run_tables, encode_run
-from service.training.arvm import histogram_set, train_run_arvm
+from service.training.arvm import histogram_set, recipe, train_run_arvm
 from service.training.autoencoder import train_run_autoencoder
+from tests.helpers import SMALL_CHANNELS, SMALL_GRID, SmallTables, grids_from_tokens
+from tests.live_server import LiveServer, start_server, wait_ready
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -70,9 +68,8 @@ def prepared_run(tmp_path_factory: pytest.TempPathFactory, tiny_run: RunPaths) -
     shutil.copytree(tiny_run.root, paths.root)
     build_run_tables(paths, (3, 5), progress=False)
     build_run_tables(paths, (5,), positional=True, progress=False)
-    train_run_arvm(
-        paths, 5, config=ARVMTrainConfig(epochs=1, batch_size=256), hidden=64, progress=False
-    )
+    quick = recipe("fallback", max_epochs=1, batch_size=256, hidden=64)
+    train_run_arvm(paths, 5, use=quick, progress=False)
     return paths
 
 
@@ -84,22 +81,6 @@ def live_server(prepared_run: RunPaths) -> Iterator[LiveServer]:
         yield server
 
 
-class SmallTables(NamedTuple):
-    """Tables γ = 3 and 5 over 40 random 3×4 grids of 2-bit tokens, and a trained γ = 5 ARVM."""
-
-    grids: TokenGrids
-    histograms: dict[int, Histograms]  # γ → the table's histograms
-    indexes: dict[int, NgramIndex]  # γ → index
-    net: GammaARVM  # trained on the γ = 5 histograms until they are nearly memorized
-
-    @property
-    def tokens(self) -> np.ndarray:
-        return self.grids.tokens
-
-
-SMALL_CHANNELS, SMALL_GRID = 2, (3, 4)
-
-
 @pytest.fixture(scope="session")
 def small_tables(tmp_path_factory: pytest.TempPathFactory) -> SmallTables:
     rng = np.random.default_rng(0)
@@ -109,9 +90,8 @@ def small_tables(tmp_path_factory: pytest.TempPathFactory) -> SmallTables:
         histograms = {g: table_histograms(con, infos[g]) for g in (3, 5)}
         indexes = {g: NgramIndex.load(con, g) for g in (3, 5)}
     torch.manual_seed(0)
-    config = ARVMConfig(gamma=5, context_size=12, latent_channels=SMALL_CHANNELS, hidden=128)
+    config = ARVMConfig(gamma=5, context_size=12, latent_channels=SMALL_CHANNELS, hidden=64)
     net = GammaARVM(config)
-    train_arvm(
-        net, histogram_set(histograms[5]), ARVMTrainConfig(epochs=200, batch_size=32, lr=3e-3)
-    )
+    memorize = ARVMTrainConfig(use="memorizer", max_epochs=300, batch_size=64, lr=3e-3)
+    fit_arvm(net, histogram_set(histograms[5]), memorize)
     return SmallTables(grids, histograms, indexes, net.eval())

@@ -9,22 +9,24 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import duckdb
 import httpx
 import numpy as np
 import torch
-from live_server import LiveServer
 from PIL import Image
 from torch import nn
 
+from models import GammaARVM
 from service.latents.bits import pack_bits
 from service.latents.latent_set import LatentSet
 from service.ngram.build import build_table
+from service.ngram.histograms import Histograms
 from service.ngram.index import NgramIndex
 from service.ngram.store import open_store
 from service.ngram.tokens import TokenGrids, tokens_to_bits
+from tests.live_server import LiveServer
 
 T = TypeVar("T")
 
@@ -108,6 +110,22 @@ def downgrade_to_first_schema(store: Path) -> None:
         con.execute("ALTER TABLE first_ngrams RENAME TO ngrams")
         con.execute("DELETE FROM schema_version WHERE version > 1")
         con.execute("COMMIT")
+
+
+class SmallTables(NamedTuple):
+    """Tables γ = 3 and 5 over 40 random 3×4 grids of 2-bit tokens, and a trained γ = 5 ARVM."""
+
+    grids: TokenGrids
+    histograms: dict[int, Histograms]  # γ → the table's histograms
+    indexes: dict[int, NgramIndex]  # γ → index
+    net: GammaARVM  # trained on the γ = 5 histograms until they are nearly memorized
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return self.grids.tokens
+
+
+SMALL_CHANNELS, SMALL_GRID = 2, (3, 4)
 
 
 # --- the HTTP API ---------------------------------------------------------------------------

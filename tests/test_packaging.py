@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from live_server import start_server, wait_ready
 
 from service.run.paths import RunPaths
+from tests.live_server import start_server, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "service", "models", "migrations")  # as .dockerignore

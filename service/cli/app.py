@@ -7,12 +7,17 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from models import PRESETS
 from service.errors import InvalidInputError, LatentgramError
+
+try:  # typer 0.24 and later carry their own copy of click, with its own exception classes
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click.exceptions import UsageError  # type: ignore[assignment]
 
 app = typer.Typer(
     help="Latent n-gram image generation: see where generation ends and memorization begins.",
@@ -56,13 +61,22 @@ def parse_int_list(text: str | None, what: str) -> tuple[int, ...] | None:
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors, ours and the command line's own (an unknown option, a
+    value out of range), become one line on stderr and exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app()
+        code = app(standalone_mode=False)
     except LatentgramError as exc:
-        typer.echo(f"latentgram: error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
+        fail(str(exc))
+    except UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        fail(f"{exc.format_message()}{where}")
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("latentgram: interrupted", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"latentgram: error: {message}", err=True)
+    sys.exit(2)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from models import ARVMTrainConfig, BLAETrainConfig
+from models import BLAETrainConfig
 from service.cli.app import (
     ClassesOpt,
     DeviceOpt,
@@ -27,13 +27,8 @@ from service.data.sources import DataSpec
 from service.ngram.samples import SampleConfig
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
 from service.run.steps import DEFAULT_GAMMAS, build_run_tables, encode_run, sample_run
-from service.training.arvm import train_run_arvm
+from service.training.arvm import recipe, train_run_arvm
 from service.training.autoencoder import train_run_autoencoder
-
-# γ-ARVMs in `prepare`: small enough for a 2-core CPU (about a minute per γ); on a GPU, train
-# wider and longer with `latentgram train-arvm` to reach the KL the paper reports.
-PREPARE_ARVM_EPOCHS = 1
-PREPARE_ARVM_HIDDEN = 256
 
 
 @app.command()
@@ -48,12 +43,12 @@ def prepare(
     resume: Annotated[
         bool, typer.Option(help="Keep a finished BL-AE checkpoint instead of retraining it.")
     ] = True,
-    arvm_epochs: Annotated[
-        int, typer.Option(help="γ-ARVM training epochs per γ (0: train none).", min=0)
-    ] = PREPARE_ARVM_EPOCHS,
-    arvm_hidden: Annotated[
-        int, typer.Option(help="Width of the γ-ARVMs' hidden layers.", min=1)
-    ] = PREPARE_ARVM_HIDDEN,
+    arvm: Annotated[
+        bool, typer.Option(help="Train the fallback γ-ARVM of each table (the hybrid mode's).")
+    ] = True,
+    arvm_max_epochs: Annotated[
+        int | None, typer.Option(help="Their budget in epochs (default: the fallback's).", min=1)
+    ] = None,
 ) -> None:
     """Run the whole pipeline with defaults: data → BL-AE → encode → n-gram tables → γ-ARVMs →
     samples."""
@@ -69,10 +64,10 @@ def prepare(
     encoded = encode_run(paths)
     built = build_run_tables(paths, DEFAULT_GAMMAS)
     arvms = {}
-    if arvm_epochs:
-        config = ARVMTrainConfig(epochs=arvm_epochs)
+    if arvm:
+        fallback = recipe("fallback", max_epochs=arvm_max_epochs)
         for g in DEFAULT_GAMMAS:
-            summary = train_run_arvm(paths, g, config=config, hidden=arvm_hidden, device=device)
+            summary = train_run_arvm(paths, g, use=fallback, device=device)
             arvms[f"g{g}"] = asdict(summary)
     sheet = paths.reports / "samples-g5.png"
     samples = sample_run(paths, gamma=5, config=SampleConfig(n=64, seed=0))

@@ -9,8 +9,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from models import ARVMTrainConfig
-from service.cli.app import DeviceOpt, EpochsOpt, GammasOpt, RunOpt, app, emit, parse_int_list
+from service.cli.app import DeviceOpt, GammasOpt, RunOpt, app, emit, parse_int_list
 from service.data.images import make_grid, save_png
 from service.data.parquet import write_latents
 from service.errors import InvalidInputError
@@ -18,37 +17,54 @@ from service.ngram.modes import parse_mode
 from service.ngram.samples import SampleConfig
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
 from service.run.steps import DEFAULT_GAMMAS, sample_run, samples_as_latents
-from service.training.arvm import train_run_arvm
+from service.training.arvm import recipe, train_run_arvm
 
 
 @app.command("train-arvm")
 def train_arvm_command(
     run: RunOpt = DEFAULT_RUN_DIR,
     gamma: GammasOpt = ",".join(map(str, DEFAULT_GAMMAS)),
-    epochs: EpochsOpt = ARVMTrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(help="Contexts per step.", min=1)] = (
-        ARVMTrainConfig.batch_size
-    ),
-    lr: Annotated[float, typer.Option(help="Peak Adam learning rate.", min=0)] = ARVMTrainConfig.lr,
-    hidden: Annotated[int, typer.Option(help="Width of the hidden layers.", min=1)] = 1024,
-    layers: Annotated[int, typer.Option(help="Number of hidden layers.", min=1)] = 2,
-    seed: Annotated[int, typer.Option(help="Seed for init and shuffles.")] = 0,
+    use: Annotated[
+        str,
+        typer.Option(
+            help="fallback: stop when the KL on held-out contexts stalls (what prepare trains); "
+            "memorizer: train until the train KL is ≤ --target-kl or the budget ends."
+        ),
+    ] = "fallback",
+    max_epochs: Annotated[
+        int | None,
+        typer.Option(help="Budget in passes over the table (default: the use's).", min=1),
+    ] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="Budget in seconds of training, per γ.", min=0.001)
+    ] = None,
+    target_kl: Annotated[
+        float | None, typer.Option(help="The memorizer's train KL bound, in nats (1e-3).", min=0)
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Table rows per step.", min=1)] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak AdamW learning rate.", min=0)] = None,
+    hidden: Annotated[int | None, typer.Option(help="Width of the residual stream.", min=1)] = None,
+    blocks: Annotated[int | None, typer.Option(help="Residual MLP blocks.", min=0)] = None,
+    seed: Annotated[int, typer.Option(help="Seed for init and batch order.")] = 0,
     positional: Annotated[bool, typer.Option(help="Train on the positional table.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Train the γ-ARVM (KL to the table's histograms) for each γ; checkpoints go to the run."""
-    config = ARVMTrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    """Train the γ-ARVM (count-weighted KL to the table's histograms) for each γ; checkpoint,
+    metrics per epoch and contexts/s go to the run."""
+    chosen = recipe(
+        use,
+        max_epochs=max_epochs,
+        max_seconds=max_seconds,
+        target_kl=target_kl,
+        batch_size=batch_size,
+        lr=lr,
+        hidden=hidden,
+        blocks=blocks,
+        seed=seed,
+    )
     results = {}
     for g in parse_int_list(gamma, "--gamma") or DEFAULT_GAMMAS:
-        summary = train_run_arvm(
-            RunPaths(run),
-            g,
-            config=config,
-            hidden=hidden,
-            layers=layers,
-            positional=positional,
-            device=device,
-        )
+        summary = train_run_arvm(RunPaths(run), g, use=chosen, positional=positional, device=device)
         results[f"g{g}"] = asdict(summary)
     emit("γ-ARVMs trained", results)
 

@@ -9,6 +9,7 @@ import torch
 import typer
 
 from service.cli.app import RunOpt, app, emit, parse_int_list
+from service.evaluation.likelihood import LIKELIHOOD_JSON, LIKELIHOOD_PLOT, evaluate_run
 from service.evaluation.report import (
     REPORT_JSON,
     REPORT_MODES,
@@ -86,3 +87,20 @@ def serve(
     torch.set_num_threads(1)
     typer.echo(f"serving {settings.run} on http://{host}:{port} (API docs at /docs)")
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+
+
+@app.command()
+def evaluate(
+    run: RunOpt = DEFAULT_RUN_DIR,
+    images: Annotated[
+        int, typer.Option(help="Images of each split to score (test: its report half).", min=1)
+    ] = 5000,
+) -> None:
+    """Held-out likelihood: bits per token on test and training windows for each γ, for the
+    unigram, the smoothed n-gram, the γ-ARVM and the two interpolated; with the gap."""
+    paths = RunPaths(run)
+    figures = evaluate_run(paths, images=images)
+    emit(
+        f"likelihood: {paths.reports / LIKELIHOOD_JSON} (plot: {paths.reports / LIKELIHOOD_PLOT})",
+        {"images": figures["images"], **figures["bits_per_token"], "gap": figures["gap"]},
+    )

@@ -46,10 +46,15 @@ def _finished(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def plot_memorization(report: dict[str, Any], path: Path) -> None:
-    """One panel per rate; one line per mode against γ; the test baseline dashed."""
+    """One panel per rate; one line per mode against γ; the test baseline dashed. With the
+    held-out likelihood in the report, two more panels: bits per token and the gap."""
     results = _finished(report)
-    fig, axes = plt.subplots(1, len(RATES), figsize=(12, 3.6))
-    for ax, (rate, title) in zip(axes, RATES, strict=True):
+    likelihood = report.get("likelihood")
+    panels = len(RATES) + (2 if likelihood else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.6))
+    if likelihood:
+        draw_likelihood(likelihood, axes[-2], axes[-1])
+    for ax, (rate, title) in zip(axes, RATES, strict=False):
         for mode in sorted({r["mode"] for r in results}):
             points = sorted((r["gamma"], r[rate]) for r in results if r["mode"] == mode)
             ax.plot([g for g, _ in points], [v for _, v in points], "-o", label=mode)
@@ -88,3 +93,36 @@ def _save(fig: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+LIKELIHOOD_STYLES = {"ngram": "C0", "arvm": "C1", "interpolated": "C2"}
+
+
+def draw_likelihood(likelihood: dict[str, Any], bits_ax: Any, gap_ax: Any) -> None:
+    """Bits per token against γ (test solid, train dashed) and the gap, one colour per model."""
+    gammas = likelihood["gammas"]
+    splits = likelihood["bits_per_token"]
+    for model, colour in LIKELIHOOD_STYLES.items():
+        for split, style in (("test", "-o"), ("train", "--s")):
+            points = [(g, splits[split][model].get(str(g))) for g in gammas]
+            points = [(g, v) for g, v in points if v is not None]
+            if points:
+                label = f"{model} ({split})"
+                bits_ax.plot(*zip(*points, strict=True), style, color=colour, label=label)
+        gap = [(g, likelihood["gap"][model].get(str(g))) for g in gammas]
+        gap = [(g, v) for g, v in gap if v is not None]
+        if gap:
+            gap_ax.plot(*zip(*gap, strict=True), "-o", color=colour, label=model)
+    bits_ax.axhline(splits["test"]["unigram"], color="grey", ls=":", label="unigram")
+    bits_ax.set(xlabel="γ", ylabel="bits per token", title="held-out likelihood")
+    gap_ax.set(xlabel="γ", ylabel="test − train bits per token", title="generalization gap")
+    for ax in (bits_ax, gap_ax):
+        ax.set_xticks(gammas)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+
+
+def plot_likelihood(likelihood: dict[str, Any], path: Path) -> None:
+    fig, (bits_ax, gap_ax) = plt.subplots(1, 2, figsize=(9, 3.6))
+    draw_likelihood(likelihood, bits_ax, gap_ax)
+    _save(fig, path)

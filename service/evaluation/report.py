@@ -30,6 +30,7 @@ from service.data.images import make_grid, save_png
 from service.errors import InvalidInputError
 from service.evaluation.features import classifier_features, inception_features
 from service.evaluation.frechet import frechet_distance
+from service.evaluation.likelihood import evaluate_likelihood
 from service.evaluation.nearest import MEMORIZED_PSNR_DB, NearestIndex
 from service.evaluation.pixels import PixelIndex, psnr_from_squared_error
 from service.evaluation.plots import plot_memorization, plot_psnr_histograms
@@ -189,6 +190,11 @@ def build_report(run: LoadedRun, config: ReportConfig, *, progress: bool = True)
         f"g{gamma}-{mode}": _measure_samples(run, meter, scorer, config, gamma, mode, novelty_psnr)
         for gamma, mode in tqdm(jobs, desc="memorization report", unit="set", disable=not progress)
     }
+    likelihood = evaluate_likelihood(
+        {g: i for (g, positional), i in run.indexes.items() if not positional},
+        {g: n for (g, positional), n in run.networks.items() if not positional},
+        run.latents,
+    )
     report = {
         "run": str(run.paths.root),
         "model_sha256": run.blae.sha256,
@@ -199,6 +205,7 @@ def build_report(run: LoadedRun, config: ReportConfig, *, progress: bool = True)
         "novelty_psnr_db": novelty_psnr,
         "baseline": baseline,
         "results": results,
+        "likelihood": likelihood,
         "summary": summary_table(results, baseline),
         "seconds": round(time.perf_counter() - started, 2),
     }

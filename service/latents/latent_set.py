@@ -34,6 +34,14 @@ class LatentSet:
         tokens = bits_to_tokens(self.bits())  # (N, H, W)
         return TokenGrids(tokens, self.ids.astype(np.int64), self.shape[0], self.model_sha256)
 
+    def holdout_halves(self) -> tuple[LatentSet, LatentSet]:
+        """The test split cut in two by image id: (even ids, odd ids). A held-out figure that
+        chooses something (an epoch, a weight) is taken on the first, and the figure reported
+        on the second, so the images that choose never grade."""
+        test = self.splits == "test"
+        even = self.ids % 2 == 0
+        return self.select(test & even), self.select(test & ~even)
+
     def select(self, mask: np.ndarray) -> LatentSet:
         return LatentSet(
             self.ids[mask],

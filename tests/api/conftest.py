@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from live_server import LiveServer
 
 from service.data.parquet import read_images, read_latents
+from tests.live_server import LiveServer
 
 
 @pytest.fixture(scope="module")

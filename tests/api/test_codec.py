@@ -9,11 +9,11 @@ import zlib
 
 import numpy as np
 import pytest
-from helpers import assert_problem, get, pixels_of, png, post
-from live_server import LiveServer
 from PIL import Image
 
 from service.latents.bits import packed_to_text
+from tests.helpers import assert_problem, get, pixels_of, png, post
+from tests.live_server import LiveServer
 
 
 def test_encode_matches_stored_latents_and_reconstructs(

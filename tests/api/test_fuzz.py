@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from live_server import LiveServer, start_server, wait_ready
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -19,6 +18,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.run.paths import RunPaths
+from tests.live_server import LiveServer, start_server, wait_ready
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,10 @@ import shutil
 from functools import partial
 from pathlib import Path
 
-from helpers import (
+from service.ngram.migrations import status as migration_status
+from service.ngram.store import open_store
+from service.run.paths import RunPaths
+from tests.helpers import (
     assert_problem,
     downgrade_to_first_schema,
     get,
@@ -14,11 +17,7 @@ from helpers import (
     readiness_reason,
     wait_for,
 )
-from live_server import LiveServer, start_server, wait_ready
-
-from service.ngram.migrations import status as migration_status
-from service.ngram.store import open_store
-from service.run.paths import RunPaths
+from tests.live_server import LiveServer, start_server, wait_ready
 
 
 def test_health_ready_and_info(live_server: LiveServer) -> None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from helpers import assert_problem, get, pixels_of
-from live_server import LiveServer
 
 from service.data.parquet import read_images
 from service.run.paths import RunPaths
+from tests.helpers import assert_problem, get, pixels_of
+from tests.live_server import LiveServer
 
 
 def test_training_images_by_id(live_server: LiveServer, prepared_run: RunPaths) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from helpers import assert_problem, get, png, post
-from live_server import LiveServer
 
 from service.latents.bits import packed_to_text
+from tests.helpers import assert_problem, get, png, post
+from tests.live_server import LiveServer
 
 
 def test_nearest_finds_the_training_image_itself(

@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from live_server import LiveServer, start_server, wait_ready
 from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from service.evaluation.report import REPORT_JSON, REPORT_PLOT
 from service.run.paths import RunPaths
+from tests.live_server import LiveServer, start_server, wait_ready
 
 CHROMIUM = shutil.which("chromium")
 MISSING = "Debian's chromium is not installed: `make system-packages` installs it"

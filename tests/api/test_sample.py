@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import assert_problem, get, post, wait_for, without_timing
-from live_server import LiveServer
+
+from tests.helpers import assert_problem, get, post, wait_for, without_timing
+from tests.live_server import LiveServer
 
 
 def test_exact_samples_decode_to_their_images(live_server: LiveServer) -> None:

@@ -1,5 +1,6 @@
 """The console script as a user runs it: real subprocesses, real files, one step per test."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, fashion_small) -> tuple[R
     run = tmp_path_factory.mktemp("cli") / "run"
     done = cli(
         "prepare", "--run", str(run), "--limit", "128", "--preset", "tiny", "--epochs", "1",
-        "--arvm-hidden", "32",
+        "--arvm-max-epochs", "1",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     return RunPaths(run), done.stdout
@@ -46,6 +47,35 @@ def test_prepare_builds_every_step_and_reports_it(prepared: tuple[RunPaths, str]
     assert all(f'"g{g}": {{' in out.split('"arvms"')[1] for g in (3, 5, 7))
     assert paths.latents.exists() and paths.images.exists() and paths.blae_weights.exists()
     assert (paths.reports / "samples-g5.png").exists()
+
+
+def test_the_memorizer_says_why_it_stopped(prepared: tuple[RunPaths, str]) -> None:
+    paths = prepared[0]
+    done = cli(
+        "train-arvm", "--run", str(paths.root), "--gamma", "7", "--use", "memorizer",
+        "--max-epochs", "2", "--hidden", "32",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.split("\n", 1)[1])["g7"]
+    assert summary["use"] == "memorizer" and summary["stopped"] in ("target", "budget")
+    assert summary["epochs"] <= 2 and summary["contexts_per_s"] > 0
+    metrics = paths.arvm_metrics(7).read_text().splitlines()
+    assert len(metrics) == summary["epochs"] and all("contexts_per_s" in m for m in metrics)
+
+
+def test_evaluate_writes_bits_per_token_for_every_model_and_gamma(
+    prepared: tuple[RunPaths, str],
+) -> None:
+    paths = prepared[0]
+    done = cli("evaluate", "--run", str(paths.root), "--images", "40")
+    assert done.returncode == 0, done.stderr
+    figures = json.loads((paths.reports / "likelihood.json").read_text())
+    assert figures["gammas"] == [3, 5, 7] and figures["images"] == {"test": 40, "train": 40}
+    for split in ("test", "train"):
+        bits = figures["bits_per_token"][split]
+        assert set(bits["ngram"]) == {"3", "5", "7"} and set(bits["interpolated"]) >= {"3", "5"}
+        assert all(0 < v < 12 for v in bits["ngram"].values())  # C = 8 bits: below 8 + slack
+    assert (paths.reports / "likelihood-vs-gamma.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_decode_to_a_grid_or_one_file_per_id(
@@ -116,6 +146,11 @@ def test_hybrid_mode_finishes_every_sample(prepared: tuple[RunPaths, str], tmp_p
         (("build", "--gamma", "4"), "odd window size"),
         (("sample", "--gamma", "9"), "no table g9 built for gamma=9"),
         (("sample", "--temperature", "0"), "temperature must be in"),
+        (("train-arvm", "--use", "dream"), "use must be one of fallback, memorizer"),
+        (("train-arvm", "--max-epochs", "0"), "Invalid value for '--max-epochs'"),
+        (("train-arvm", "--max-seconds", "-1"), "Invalid value for '--max-seconds'"),
+        (("evaluate", "--images", "0"), "Invalid value for '--images'"),
+        (("evaluate", "--bogus"), "No such option: --bogus"),
     ],
 )
 def test_refused_commands_say_why_and_change_nothing(

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import PROBES, NoFeaturesFlag, StandInInception
 
 from service.errors import InvalidInputError
 from service.evaluation.features import (
@@ -18,6 +17,7 @@ from service.evaluation.features import (
 from service.evaluation.frechet import (
     frechet_distance,
 )
+from tests.helpers import PROBES, NoFeaturesFlag, StandInInception
 
 
 @pytest.fixture(scope="module")

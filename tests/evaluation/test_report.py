@@ -10,8 +10,6 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from helpers import StandInInception
-from live_server import start_server, wait_ready
 
 from service.errors import InvalidInputError
 from service.evaluation.pixels import PSNR_CAP_DB
@@ -26,6 +24,8 @@ from service.ngram.samples import SampleConfig
 from service.run.loaded import LoadedRun
 from service.run.paths import RunPaths
 from service.run.steps import build_run_tables
+from tests.helpers import StandInInception
+from tests.live_server import start_server, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,15 @@ def test_global_gamma_exact_samples_are_copies(reported: RunPaths) -> None:
     assert "skipped" in report["results"]["g7-neural"]
     assert report["baseline"]["count"] == 24
     assert report["baseline"]["classifier_frechet"] is not None
+
+
+def test_report_holds_the_held_out_likelihood(reported: RunPaths) -> None:
+    likelihood = json.loads((reported.reports / REPORT_JSON).read_text())["likelihood"]
+    assert likelihood["gammas"] == [3, 5, 7]
+    test, train = likelihood["bits_per_token"]["test"], likelihood["bits_per_token"]["train"]
+    assert set(test["ngram"]) == {"3", "5", "7"} and set(test["interpolated"]) == {"5"}
+    # on its own training windows a table is sharper than on held-out ones
+    assert all(test["ngram"][g] > train["ngram"][g] for g in ("3", "5", "7"))
 
 
 def test_planted_copy_is_flagged_and_a_new_image_is_not(run: LoadedRun) -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import brute_force_histograms, grids_from_tokens
 
 from service.errors import InvalidInputError
 from service.ngram.build import BUILD_STAGES, build_table
 from service.ngram.index import NgramIndex
 from service.ngram.store import get_table, list_tables, open_store
+from tests.helpers import brute_force_histograms, grids_from_tokens
 
 
 # 3×4 grids take the pairwise first-in-image check, 8×8 grids at γ = 3 (large PAD classes)
@@ -96,7 +96,7 @@ BUILD_SCRIPT = textwrap.dedent(
     import sys
     from pathlib import Path
     import numpy as np
-    from helpers import grids_from_tokens
+    from tests.helpers import grids_from_tokens
     from service.ngram.build import BUILD_STAGES, build_table
     from service.ngram.store import open_store
 
@@ -119,7 +119,7 @@ def test_a_build_killed_at_any_stage_leaves_one_whole_table(tmp_path: Path, stag
     old_grids = grids_from_tokens(np.random.default_rng(0).integers(0, 256, (100, 4, 4)), 8)
     with open_store(store) as con:
         old = build_table(con, old_grids, gamma=5)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.Popen(
         [sys.executable, "-c", BUILD_SCRIPT, str(store), stage],
         stdin=subprocess.PIPE,

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import brute_force_histograms, index_of, window_at
 
 from service.data.parquet import read_latents
 from service.errors import InvalidInputError
@@ -15,6 +14,7 @@ from service.ngram.store import open_store
 from service.ngram.tokens import bits_to_tokens
 from service.run.paths import RunPaths
 from service.run.steps import build_run_tables
+from tests.helpers import brute_force_histograms, index_of, window_at
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 """A table's histograms read back from DuckDB equal the histograms counted in numpy."""
 
 import numpy as np
-from conftest import SmallTables
 
 from service.ngram.histograms import Histograms, grid_histograms
+from tests.helpers import SmallTables
 
 
 def _as_dict(h: Histograms) -> dict[tuple[int, ...], list[tuple[int, int]]]:

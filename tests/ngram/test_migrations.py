@@ -5,13 +5,13 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-from helpers import downgrade_to_first_schema, grids_from_tokens
 
 from service.errors import RunError
 from service.ngram.build import build_table
 from service.ngram.index import NgramIndex
 from service.ngram.migrations import discover, migrate, status
 from service.ngram.store import open_store, upgrade_store
+from tests.helpers import downgrade_to_first_schema, grids_from_tokens
 
 
 def _table_rows(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple], list[tuple]]:

@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
-from conftest import SMALL_CHANNELS, SMALL_GRID, SmallTables
-from helpers import brute_force_histograms, window_at
 
 from service.errors import InvalidInputError
 from service.ngram.modes import Mode, Sampler
 from service.ngram.samples import NEURAL, SampleConfig
 from service.ngram.windows import context_size
+from tests.helpers import SMALL_CHANNELS, SMALL_GRID, SmallTables, brute_force_histograms, window_at
 
 CHANNELS, GRID = SMALL_CHANNELS, SMALL_GRID
 

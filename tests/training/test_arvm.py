@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SmallTables
 
 from models import ARVMTrainConfig, GammaARVM
 from models.arvm_train import evaluate_kl
@@ -13,6 +12,7 @@ from service.errors import RunError
 from service.run.models import load_arvm
 from service.run.paths import RunPaths
 from service.training.arvm import histogram_set
+from tests.helpers import SmallTables
 
 
 def test_trained_network_matches_the_histograms(small_tables: SmallTables) -> None:

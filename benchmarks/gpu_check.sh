@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The GPU check: one script, under 8 minutes on one H200, run whenever a CUDA machine is at hand
+# (CI never runs it). From the repository root:
+#
+#   bash benchmarks/gpu_check.sh [RUN_DIR]          # default: /tmp/latentgram-gpu
+#
+# 1. `latentgram prepare` on CUDA: the default run (BL-AE, latents, tables, fallback γ-ARVMs).
+# 2. The memorizer at γ = 7 (global on the 4×4 grid) on the whole run, wide enough for its
+#    710k contexts, until its train KL is ≤ 1e-3 or MEMORIZER_SECONDS pass; then 1,000 neural
+#    samples and the share that copy a training latent exactly.
+# It prints the KL per epoch, the wall times and the copy rate. Targets (issue): train KL ≤ 1e-3
+# within 10 minutes and ≥ 90 % exact copies.
+#
+# A machine without DuckDB gets it from wheels in .whl/ (downloaded beforehand with
+# `pip download --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64
+#  --no-deps -d .whl duckdb==1.*`): they are installed into /tmp/site.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${1:-/tmp/latentgram-gpu}
+MEMORIZER_SECONDS=${MEMORIZER_SECONDS:-300}
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ! python3 -c "import duckdb" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; \
+print('device:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
+
+step() { echo; echo "== $1 ($(date +%T))"; }
+
+step "prepare the default run on CUDA"
+start=$(date +%s)
+python3 -m service.cli prepare --run "$RUN" --device cuda 2>&1 | grep -v "it/s\]\|step/s\]" | tail -40
+echo "prepare: $(( $(date +%s) - start )) s"
+
+step "memorizer at γ = 7 (budget ${MEMORIZER_SECONDS} s)"
+start=$(date +%s)
+python3 -m service.cli train-arvm --run "$RUN" --gamma 7 --use memorizer --device cuda \
+    --hidden 1536 --blocks 3 --batch-size 8192 --lr 2e-3 --max-seconds "$MEMORIZER_SECONDS" \
+    2>&1 | grep -v "it/s\]\|step/s\]" | tail -20
+echo "memorizer: $(( $(date +%s) - start )) s"
+python3 - "$RUN" <<'EOF'
+import json, sys
+from pathlib import Path
+for line in Path(sys.argv[1], "reports", "arvm-g7-metrics.jsonl").read_text().splitlines():
+    epoch = json.loads(line)
+    kl = epoch.get("train_kl", epoch.get("train_kl_estimate"))
+    print(f"epoch {epoch['epoch']:4d}  train KL {kl:.5f}  {epoch['elapsed_s']:7.1f} s"
+          f"  {epoch['contexts_per_s']:,} contexts/s")
+EOF
+
+step "neural samples at γ = 7: exact copies of training latents"
+python3 - "$RUN" <<'EOF'
+import sys
+from pathlib import Path
+sys.path.insert(0, "benchmarks")
+from neural_memorization import copy_rate
+from service.run.paths import RunPaths
+print(f"exact-copy rate: {copy_rate(RunPaths(Path(sys.argv[1])), 7, 1000, 0):.1%}")
+EOF
