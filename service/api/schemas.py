@@ -49,10 +49,16 @@ class Hit(BaseModel):
 class Sample(BaseModel):
     index: int
     ok: bool
-    failure: str | None = Field(description="Why the sample did not finish; null when ok.")
+    failure: str | None = Field(
+        description="Why the sample did not finish; null when ok. 'budget': the exact search used "
+        "its whole budget of steps (a larger budget may finish it); 'exhausted': no sample "
+        "exists, every candidate was tried; 'unknown context': backoff met a context no table "
+        "knows and no γ-ARVM was trained."
+    )
     bits: str | None = Field(description="The latent, packed; null when not ok.")
     image_png: str | None = Field(description="Base64 PNG of the decoded sample.")
-    backtracks: int
+    backtracks: int = Field(description="Times the exact search went back.")
+    jumps: int = Field(description="Those backtracks that skipped positions (backjumping).")
     steps: int
     neural_share: float = Field(description="Share of positions the γ-ARVM filled.")
     answered_by: list[list[int]] = Field(

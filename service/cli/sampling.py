@@ -125,6 +125,7 @@ def sample(
             "neural_share": round(float(batch.neural_share.mean()), 4) if len(batch) else 0.0,
             "failed": failures,
             "median_backtracks": float(np.median(batch.backtracks)) if len(batch) else 0.0,
+            "median_jumps": float(np.median(batch.jumps)) if len(batch) else 0.0,
             "index_mib": round(result.index_bytes / 2**20, 2),
         },
     )

@@ -11,9 +11,9 @@ import numpy as np
 
 from service.errors import RunError
 from service.ngram.index import group_offsets
-from service.ngram.store import TableInfo, read_contexts, read_table
+from service.ngram.store import TableInfo, read_context_tokens, read_table
 from service.ngram.tokens import TokenGrids
-from service.ngram.windows import build_windows, context_size
+from service.ngram.windows import build_windows
 
 
 @dataclass(frozen=True)
@@ -35,19 +35,11 @@ def table_histograms(con: duckdb.DuckDBPyConnection, info: TableInfo) -> Histogr
     """Every distinct context of a built table with its histogram, through Arrow."""
     table = read_table(con, info, ("context_key", "token", "count"))
     starts = group_offsets(table.column("context_key").to_numpy())
-    contexts = read_contexts(con, info)  # one row per context, in the same key order
-    if len(contexts) != len(starts) - 1:
+    tokens, positions = read_context_tokens(con, info)  # one row per context, same key order
+    if len(tokens) != len(starts) - 1:
         raise RunError(f"table {info.name} is inconsistent: rebuild it with `latentgram build`")
-    k = context_size(info.gamma)
-    blobs = contexts.column("context").combine_chunks()
-    raw = np.frombuffer(blobs.buffers()[2], np.uint8)  # variable-size binary: values buffer
-    offsets = np.frombuffer(blobs.buffers()[1], np.int32)[: len(blobs) + 1]
-    tokens = raw[offsets[:-1, None] + np.arange(4 * k)[None, :]].view("<u4").astype(np.int64)
-    positions = None
-    if info.positional:
-        positions = contexts.column("position").to_numpy().astype(np.int64)
     return Histograms(
-        contexts=tokens.reshape(-1, k),
+        contexts=tokens,
         positions=positions,
         starts=starts,
         tokens=table.column("token").to_numpy().astype(np.int64),

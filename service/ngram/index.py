@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import duckdb
 import numpy as np
 
 from service.errors import InvalidInputError
-from service.ngram.store import TableInfo, get_table, read_table
-from service.ngram.windows import context_keys, context_size
+from service.ngram.store import TableInfo, get_table, read_context_tokens, read_table
+from service.ngram.windows import above_size, context_keys, context_size
 
 
 def group_offsets(sorted_keys: np.ndarray) -> np.ndarray:
@@ -37,6 +38,37 @@ class Lookup:
     end: np.ndarray  # (M,) int64
 
 
+class KeyFilter:
+    """A Bloom filter over a table's context keys: three bit tests in an array of ~20 bits per
+    key say "not in the table" for all but ~0.3 % of the keys it lacks, before any binary search.
+    The exact search's forward check asks mostly about contexts no table has (at γ = 3, seven in
+    ten), so it tests them here first. Keys are splitmix64 outputs, so three slices of their bits
+    serve as three independent hashes."""
+
+    BITS_PER_KEY = 20
+
+    def __init__(self, keys: np.ndarray) -> None:
+        bits = 1 << max(16, int(np.ceil(np.log2(self.BITS_PER_KEY * max(len(keys), 1)))))
+        self.mask = np.uint64(bits - 1)
+        self.words = np.zeros(bits // 64, np.uint64)
+        for probe in self._probes(keys):
+            np.bitwise_or.at(
+                self.words, probe >> np.uint64(6), np.uint64(1) << (probe & np.uint64(63))
+            )
+
+    def _probes(self, keys: np.ndarray) -> list[np.ndarray]:
+        u = keys.view(np.uint64)
+        return [u & self.mask, (u >> np.uint64(21)) & self.mask, (u >> np.uint64(42)) & self.mask]
+
+    def might_contain(self, keys: np.ndarray) -> np.ndarray:
+        """(M,) bool: False for a key certainly absent."""
+        result = np.ones(len(keys), bool)
+        for probe in self._probes(np.ascontiguousarray(keys)):
+            word = self.words[probe >> np.uint64(6)]
+            result &= ((word >> (probe & np.uint64(63))) & np.uint64(1)).astype(bool)
+        return result
+
+
 @dataclass(frozen=True)
 class NgramIndex:
     info: TableInfo
@@ -45,6 +77,7 @@ class NgramIndex:
     tokens: np.ndarray  # (R,) int64
     counts: np.ndarray  # (R,) int64
     examples: np.ndarray  # (R,) int64
+    above_keys: np.ndarray  # (A,) int64, sorted, unique: keys of the contexts' above parts
 
     @property
     def gamma(self) -> int:
@@ -57,6 +90,7 @@ class NgramIndex:
 
     @property
     def nbytes(self) -> int:
+        """The table's arrays (search aids such as above_keys and the filters not counted)."""
         arrays = (self.keys, self.starts, self.tokens, self.counts, self.examples)
         return sum(a.nbytes for a in arrays)
 
@@ -75,6 +109,8 @@ class NgramIndex:
         table = read_table(con, info)
         row_keys = table.column("context_key").to_numpy()
         starts = group_offsets(row_keys)
+        contexts, positions = read_context_tokens(con, info)
+        above = context_keys(contexts[:, : above_size(gamma)], positions)
         return cls(
             info=info,
             keys=row_keys[starts[:-1]],
@@ -82,7 +118,26 @@ class NgramIndex:
             tokens=table.column("token").to_numpy().astype(np.int64),
             counts=table.column("count").to_numpy().astype(np.int64),
             examples=table.column("example_image").to_numpy().astype(np.int64),
+            above_keys=np.unique(above),
         )
+
+    @cached_property
+    def key_filter(self) -> KeyFilter:
+        """Built on first use (the exact search's forward check)."""
+        return KeyFilter(self.keys)
+
+    @cached_property
+    def above_filter(self) -> KeyFilter:
+        return KeyFilter(self.above_keys)
+
+    def has_above(self, keys: np.ndarray) -> np.ndarray:
+        """(M,) bool: whether some context of the table has this above part (a key made by
+        context_keys of the first above_size(γ) slots, with positions for a positional table)."""
+        found = self.above_filter.might_contain(keys)
+        maybe = np.flatnonzero(found)
+        at = np.minimum(np.searchsorted(self.above_keys, keys[maybe]), len(self.above_keys) - 1)
+        found[maybe] = self.above_keys[at] == keys[maybe]
+        return found
 
     def lookup_keys(self, keys: np.ndarray) -> Lookup:
         """Row ranges of many context keys at once (binary search)."""

@@ -94,14 +94,14 @@ class Sampler:
         answered = np.full((n, positions), UNFILLED, np.int64)
         placed = np.zeros(n, np.int64)
         failure = np.full(n, "", dtype=object)
-        backtracks = np.zeros(n, np.int64)
+        backtracks, jumps = np.zeros(n, np.int64), np.zeros(n, np.int64)
         if start is not None:  # keep what the exact search placed before it gave up
             tokens[:], examples[:], answered[:] = (
                 start.tokens,
                 start.examples.reshape(n, -1),
                 start.answered_by.reshape(n, -1),
             )
-            placed[:], backtracks[:] = start.placed, start.backtracks
+            placed[:], backtracks[:], jumps[:] = start.placed, start.backtracks, start.jumps
         pad = 1 << channels
         chain = [gamma] if mode == "hybrid" else []
         if mode == "backoff":
@@ -123,6 +123,7 @@ class Sampler:
             ok=placed == positions,
             failure=failure.astype(str),
             backtracks=backtracks,
+            jumps=jumps,
             steps=start.steps if start is not None else placed.copy(),
             examples=examples.reshape(n, h, w),
             answered_by=answered.reshape(n, h, w),

@@ -50,7 +50,8 @@ class SampleBatch:
     tokens: np.ndarray  # (n, H, W) int64; positions a failed sample never filled hold junk
     ok: np.ndarray  # (n,) bool: every position is filled
     failure: np.ndarray  # (n,) str: "" when ok, else why (FAILED_BUDGET, FAILED_EXHAUSTED, …)
-    backtracks: np.ndarray  # (n,) int64: times the search went back one position
+    backtracks: np.ndarray  # (n,) int64: times the search went back (one position or more)
+    jumps: np.ndarray  # (n,) int64: those backtracks that skipped positions (backjumping)
     steps: np.ndarray  # (n,) int64
     examples: np.ndarray  # (n, H, W) int64: a training image holding the window, −1 if neural
     answered_by: np.ndarray  # (n, H, W) int64: γ of the table that chose the token, 0 neural

@@ -12,12 +12,13 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from service.errors import InvalidInputError, RunError
 from service.ngram.migrations import migrate
 from service.ngram.migrations import status as migration_status
-from service.ngram.windows import check_gamma
+from service.ngram.windows import check_gamma, context_size
 
 
 def table_name(gamma: int, positional: bool) -> str:
@@ -126,6 +127,23 @@ def read_table(
         f"SELECT {cols} FROM ngrams WHERE table_id = $id ORDER BY context_key, token",
         params={"id": info.table_id},
     ).to_arrow_table()
+
+
+def read_context_tokens(
+    con: duckdb.DuckDBPyConnection, info: TableInfo
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A table's contexts as (M, K) int64 tokens, in key order, and their (M,) positions for a
+    positional table (None otherwise)."""
+    contexts = read_contexts(con, info)
+    k = context_size(info.gamma)
+    blobs = contexts.column("context").combine_chunks()
+    raw = np.frombuffer(blobs.buffers()[2], np.uint8)  # variable-size binary: values buffer
+    offsets = np.frombuffer(blobs.buffers()[1], np.int32)[: len(blobs) + 1]
+    tokens = raw[offsets[:-1, None] + np.arange(4 * k)[None, :]].view("<u4").astype(np.int64)
+    positions = None
+    if info.positional:
+        positions = contexts.column("position").to_numpy().astype(np.int64)
+    return tokens.reshape(-1, k), positions
 
 
 def read_contexts(con: duckdb.DuckDBPyConnection, info: TableInfo) -> pa.Table:

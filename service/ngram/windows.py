@@ -45,6 +45,13 @@ def context_size(gamma: int) -> int:
     return 2 * r * (r + 1)
 
 
+def above_size(gamma: int) -> int:
+    """Slots of a context in the rows above its position (the first r(2r+1)): a context's
+    "above part", which the row above fixes before any token of the position's own row."""
+    r = (check_gamma(gamma) - 1) // 2
+    return r * (2 * r + 1)
+
+
 def pad_grids(tokens: np.ndarray, gamma: int, pad: int) -> np.ndarray:
     """(N, H, W) → (N, H + r, W + 2r) with PAD above, left and right; (y, x) moves to (y+r, x+r)."""
     r = (gamma - 1) // 2
@@ -95,6 +102,19 @@ def splitmix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def _mix_slot(h: np.ndarray, column: np.ndarray, shifted: np.ndarray) -> None:
+    """One context slot into the running hashes h, in place: xor, multiply, xorshift."""
+    np.bitwise_xor(h, column, out=h, dtype=np.uint64, casting="unsafe")
+    h *= _MIX1
+    np.right_shift(h, np.uint64(29), out=shifted)
+    h ^= shifted
+
+
+def _finish(h: np.ndarray, positions: np.ndarray | None) -> np.ndarray:
+    pos = positions if positions is not None else np.full(len(h), _NO_POSITION)
+    return splitmix64(h ^ pos.astype(np.int64).astype(np.uint64)).view(np.int64)
+
+
 def context_keys(contexts: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
     """(M, K) tokens (and optional (M,) positions) → (M,) int64 hash keys.
 
@@ -109,13 +129,42 @@ def context_keys(contexts: np.ndarray, positions: np.ndarray | None = None) -> n
         h = np.full(len(contexts), _GOLDEN, dtype=np.uint64)
         shifted = np.empty_like(h)  # reused: no temporary array per slot
         for k in range(contexts.shape[1]):  # contiguous when contexts come from extract_windows
-            np.bitwise_xor(h, contexts[:, k], out=h, dtype=np.uint64, casting="unsafe")
-            h *= _MIX1
-            np.right_shift(h, np.uint64(29), out=shifted)
-            h ^= shifted
-        pos = positions if positions is not None else np.full(len(contexts), _NO_POSITION)
-        h = splitmix64(h ^ pos.astype(np.int64).astype(np.uint64))
-    return h.view(np.int64)
+            _mix_slot(h, contexts[:, k], shifted)
+        return _finish(h, positions)
+
+
+def candidate_keys(
+    contexts: np.ndarray,
+    slot: np.ndarray,
+    owner: np.ndarray,
+    tokens: np.ndarray,
+    positions: np.ndarray | None = None,
+) -> np.ndarray:
+    """context_keys of contexts[owner] with slot slot[owner] set to tokens, without building
+    them: the slots before a row's varying one are hashed once per row, not once per candidate
+    (the exact search checks many candidate tokens for one context).
+
+    contexts: (M, K); slot: (M,); owner, tokens and positions: (N,).
+    """
+    out = np.empty(len(owner), np.int64)
+    slot_of = slot[owner]
+    with np.errstate(over="ignore"):
+        for value in np.unique(slot_of):  # one or two slots: each group hashed without masks
+            rows = np.flatnonzero(slot == value)
+            local = np.full(len(contexts), -1, np.int64)
+            local[rows] = np.arange(len(rows))
+            h = np.full(len(rows), _GOLDEN, dtype=np.uint64)
+            shifted = np.empty_like(h)
+            for k in range(int(value)):
+                _mix_slot(h, contexts[rows, k], shifted)
+            mine = np.flatnonzero(slot_of == value)
+            g = h[local[owner[mine]]]
+            shifted = np.empty_like(g)
+            _mix_slot(g, tokens[mine], shifted)
+            for k in range(int(value) + 1, contexts.shape[1]):
+                _mix_slot(g, contexts[owner[mine], k], shifted)
+            out[mine] = _finish(g, positions[mine] if positions is not None else None)
+    return out
 
 
 @dataclass(frozen=True)

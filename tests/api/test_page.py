@@ -151,7 +151,7 @@ def test_page_samples_and_shows_nearest_training_images(
             src = cell.get_by_test_id("sample-image").get_attribute("src")
             assert src == f"data:image/png;base64,{sample['image_png']}"
             expect(cell.get_by_test_id("sample-facts")).to_have_text(
-                f"neural 0% · {sample['backtracks']} backtracks"
+                f"neural 0% · {sample['backtracks']} backtracks, {sample['jumps']} jumps"
             )
         else:
             expect(cell.get_by_test_id("failure")).to_have_text(sample["failure"])

@@ -1,4 +1,5 @@
-"""Exact sampling: every window is a training window, backtracking recovers dead ends."""
+"""Exact sampling: every window is a training window; forward checking and backjumping find
+samples where the plain search gives up, without changing which samples it finds."""
 
 from pathlib import Path
 
@@ -53,14 +54,90 @@ def test_every_window_of_every_sample_is_a_training_window(
         assert all(g.tobytes() in training for g in batch.tokens[batch.ok])
 
 
+def assert_windows_are_training_windows(
+    training: np.ndarray, grids: np.ndarray, examples: np.ndarray, gamma: int, pad: int
+) -> None:
+    """Every γ-window of each grid occurs in training, in the very image its position names."""
+    seen = brute_force_histograms(training, np.arange(len(training)), gamma, pad)
+    for grid, names in zip(grids, examples, strict=True):
+        for y in range(grid.shape[0]):
+            for x in range(grid.shape[1]):
+                ctx, tok = window_at(grid, y, x, gamma, pad), int(grid[y, x])
+                assert int(names[y, x]) in seen[ctx][tok][1], (y, x)
+
+
+@pytest.mark.parametrize(
+    ("side", "channels", "gamma", "images"), [(8, 3, 3, 150), (8, 4, 5, 60), (16, 1, 3, 60)]
+)
+def test_larger_grids_keep_every_window_a_named_training_window(
+    tmp_path: Path, side: int, channels: int, gamma: int, images: int
+) -> None:
+    """8×8 and 16×16×1 grids (the paper's figure 2 shapes), from smooth random grids so that
+    windows recur and the search has real choices; on 8×8 at γ = 3 positions run out of
+    candidates, some at row starts, and backjumping jumps."""
+    rng = np.random.default_rng(11)
+    training = rng.integers(0, 1 << channels, (images, side, side))
+    keep = rng.random(training.shape) < 0.8  # mostly copy the left neighbour: windows recur
+    for x in range(1, side):
+        training[:, :, x] = np.where(keep[:, :, x], training[:, :, x - 1], training[:, :, x])
+    index = index_of(tmp_path / "s.duckdb", training, channels, gamma)
+    config = SampleConfig(n=16, seed=3, budget=1500)
+    batch = ExactSampler(index).sample(config)
+    assert batch.ok.mean() > 0.7
+    assert_windows_are_training_windows(
+        training, batch.tokens[batch.ok], batch.examples[batch.ok], gamma, 1 << channels
+    )
+    if (side, gamma) == (8, 3):
+        assert batch.jumps.sum() > 0, "a failing row start should jump over the row's tail"
+        plain = ExactSampler(index, backjumping=False).sample(config)
+        assert (plain.jumps == 0).all() and plain.backtracks.sum() > batch.backtracks.sum()
+
+
+def test_pruning_finds_samples_with_the_plain_search_s_distribution(tmp_path: Path) -> None:
+    """Forward checking drops only candidates that cannot finish and backjumping skips only
+    subtrees without a sample, so with room enough both searches draw from one distribution:
+    measured here as the total variation distance between their sample frequencies."""
+    rng = np.random.default_rng(5)
+    training = rng.integers(0, 3, (12, 2, 4))
+    index = index_of(tmp_path / "s.duckdb", training, 2, 3)
+    config = SampleConfig(n=6000, seed=8, budget=100_000)
+    pruned = ExactSampler(index).sample(config)
+    plain = ExactSampler(index, forward_checking=False, backjumping=False).sample(
+        SampleConfig(n=6000, seed=9, budget=100_000)
+    )
+    assert pruned.ok.all() and plain.ok.all()
+    assert pruned.backtracks.sum() < plain.backtracks.sum()
+
+    def frequencies(grids: np.ndarray) -> dict[bytes, float]:
+        keys, counts = np.unique([g.tobytes() for g in grids], return_counts=True)
+        return dict(zip(keys, counts / counts.sum(), strict=True))
+
+    a, b = frequencies(pruned.tokens), frequencies(plain.tokens)
+    distance = 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in a.keys() | b.keys())
+    assert len(a) > 20 and distance < 0.06, f"{len(a)} samples apart by {distance:.3f}"
+
+
+def test_a_table_with_no_complete_grid_is_exhausted_not_budget(tmp_path: Path) -> None:
+    """Windows from one image each, clashing so that no full grid exists: the search proves
+    it, reports "exhausted", and a sample that exists is never reported so."""
+    index = index_of(tmp_path / "s.duckdb", np.array([[[0, 1, 1]], [[1, 0, 0]]]), 1, 3)
+    batch = ExactSampler(index).sample(SampleConfig(n=8, seed=0, budget=1000))
+    assert batch.ok.all()  # the training grids themselves always exist
+    assert set(batch.failure) == {""}
+
+
 def test_paper_toy_case_backtracking_recovers(tmp_path: Path) -> None:
     """1,0,1,1,0,0 and 1,1,1,0,1,0 with three tokens of history (γ = 7 on a one-row grid).
 
     A walk that reaches 1,0,1,0 has the history (0,1,0), which neither sequence has: a dead end.
+    The plain search walks into it and comes back; forward checking never places the 0 that
+    leads there.
     """
     sequences = np.array([[[1, 0, 1, 1, 0, 0]], [[1, 1, 1, 0, 1, 0]]])
     index = index_of(tmp_path / "s.duckdb", sequences, channels=1, gamma=7)
-    sampler = ExactSampler(index)
+    pruned = ExactSampler(index).sample(SampleConfig(n=200, seed=0, budget=6))
+    assert pruned.ok.all() and (pruned.backtracks == 0).all() and (pruned.steps == 6).all()
+    sampler = ExactSampler(index, forward_checking=False, backjumping=False)
     free = sampler.sample(SampleConfig(n=200, seed=0, budget=100))
     assert free.ok.all()
     assert (free.backtracks > 0).any(), "some walks must hit the (0,1,0) dead end and recover"

@@ -80,6 +80,7 @@ def _described(run: LoadedRun, body: SampleRequest, result: GeneratedSamples) ->
             bits=packed_to_text(packed[i], body.encoding) if batch.ok[i] else None,
             image_png=b64(png_bytes(result.images[i])) if body.images and batch.ok[i] else None,
             backtracks=int(batch.backtracks[i]),
+            jumps=int(batch.jumps[i]),
             steps=int(batch.steps[i]),
             neural_share=float(shares[i]),
             answered_by=batch.answered_by[i].tolist(),

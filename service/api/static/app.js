@@ -296,8 +296,15 @@ function showSamples(result) {
 }
 
 function sampleFacts(sample) {
-  return `neural ${percent(sample.neural_share)} · ${sample.backtracks} backtracks`;
+  return `neural ${percent(sample.neural_share)} · ${sample.backtracks} backtracks, ${sample.jumps} jumps`;
 }
+
+// What a failure code means, for people: the API's `failure` field.
+const FAILURES = {
+  budget: "used its whole budget of steps: a larger budget may finish it",
+  exhausted: "no sample exists: every candidate was tried",
+  "unknown context": "no table knows a context and no γ-ARVM was trained",
+};
 
 function sampleCell(sample, gamma, mode) {
   const facts = sampleFacts(sample);
@@ -308,12 +315,14 @@ function sampleCell(sample, gamma, mode) {
     "data-ok": sample.ok,
     "data-neural-share": sample.neural_share,
     "data-backtracks": sample.backtracks,
+    "data-jumps": sample.jumps,
   };
   if (!sample.ok) {
     const reason = sample.failure || "unknown";
+    const why = FAILURES[reason] || reason;
     return el(
       "li",
-      { ...common, className: "sample failed", title: `failed: ${reason}; ${facts}` },
+      { ...common, className: "sample failed", title: `failed: ${why}; ${facts}` },
       el("div", { className: "empty", role: "img", "aria-label": `sample ${sample.index} failed: ${reason}` },
         el("span", { text: "failed" }),
         el("span", { className: "reason", "data-testid": "failure", text: reason }),
@@ -390,7 +399,7 @@ function showProvenance(sample) {
   overlay.hidden = !$("overlay-toggle").checked;
   $("provenance").textContent =
     `${exact} of ${height * width} positions exact, ${neural} neural; ` +
-    `${sample.backtracks} backtracks, ${sample.steps} steps.`;
+    `${sample.backtracks} backtracks (${sample.jumps} jumps), ${sample.steps} steps.`;
 }
 
 async function loadNearest(sample) {
