@@ -35,7 +35,8 @@ SourceOpt = Annotated[
     ),
 ]
 LimitOpt = Annotated[
-    int | None, typer.Option(help="Keep only the first N images of each split.", min=1)
+    int | None,
+    typer.Option(help="Keep N images of each split, the same number from every class.", min=1),
 ]
 ClassesOpt = Annotated[
     str | None, typer.Option(help="Comma-separated labels to keep, e.g. 0,7,9 (default: all).")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from service.data.images import colour_and_alpha, flatten
 from service.errors import InvalidInputError, SourceError
 
 SPLITS = ("train", "test")
@@ -266,24 +267,48 @@ def _load_folder(path: Path) -> Loaded:
             ]
     if not files:
         raise SourceError(f"no images found in {path} (expected class sub-folders of image files)")
-    pics = []
-    for f, _, _ in files:
+    images = _folder_pixels([f for f, _, _ in files])
+    labels = np.array([lab for _, lab, _ in files], np.int64)
+    return images, labels, np.array([s for _, _, s in files], dtype="<U5"), names
+
+
+def _folder_pixels(files: list[Path]) -> np.ndarray:
+    """Read image files of one size into (N, C, H, W) uint8, converted like uploads are
+    (service/data/images.py). Alpha goes over the folder's background: the median colour of
+    its opaque border pixels. C = 1 when every image is grey (R = G = B)."""
+    read = []
+    for f in files:
         try:
             with Image.open(f) as img:
                 img.load()
-                pics.append(img.copy())
+                read.append(colour_and_alpha(img, str(f)))
+        except InvalidInputError as exc:
+            raise SourceError(str(exc)) from None
         except Exception as exc:  # Pillow raises many types on bad files
             raise SourceError(f"unreadable image file: {f} ({exc})") from exc
-        if pics[-1].size != pics[0].size:
-            (w, h), (w0, h0) = pics[-1].size, pics[0].size
+        if read[-1][0].shape != read[0][0].shape:
+            (h, w), (h0, w0) = read[-1][0].shape[:2], read[0][0].shape[:2]
             raise SourceError(
-                f"image size differs: {f} is {w}x{h}, expected {w0}x{h0} like {files[0][0]}"
+                f"image size differs: {f} is {w}x{h}, expected {w0}x{h0} like {files[0]}"
             )
-    grey = all(p.mode in ("L", "1") for p in pics)
-    arr = np.stack([np.asarray(p.convert("L" if grey else "RGB"), np.uint8) for p in pics])
-    images = arr[:, None] if grey else arr.transpose(0, 3, 1, 2)
-    labels = np.array([lab for _, lab, _ in files], np.int64)
-    return images, labels, np.array([s for _, _, s in files], dtype="<U5"), names
+    opaque = [_border(c)[_border(a) == 1] if a is not None else _border(c) for c, a in read]
+    stacked = np.concatenate(opaque) if opaque else np.zeros((0, 3), np.uint8)
+    median = np.median(stacked, axis=0) if len(stacked) else np.zeros(3)
+    background = (int(median[0]), int(median[1]), int(median[2]))
+    try:
+        rgb = np.stack(
+            [flatten(c, a, background, str(f)) for (c, a), f in zip(read, files, strict=True)]
+        )
+    except InvalidInputError as exc:
+        raise SourceError(str(exc)) from None
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return rgb[:, None, :, :, 0]
+    return rgb.transpose(0, 3, 1, 2)
+
+
+def _border(pixels: np.ndarray) -> np.ndarray:
+    """The border pixels of an (H, W, ...) array, as (2H + 2W - 4, ...)."""
+    return np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
 
 
 LOADERS: dict[str, Callable[[Path], Loaded]] = {
@@ -297,7 +322,7 @@ LOADERS: dict[str, Callable[[Path], Loaded]] = {
 def load_images(
     source: str = "fashion-mnist", *, limit: int | None = None, classes: Sequence[int] | None = None
 ) -> ImageSet:
-    """Load ``source`` as an ImageSet, keeping ``classes`` and the first ``limit`` per split."""
+    """Load ``source`` as an ImageSet, keeping ``classes`` and ``limit`` per split (balanced)."""
     if limit is not None and limit < 1:
         raise InvalidInputError(f"limit must be at least 1, got {limit}")
     scheme, path = _parse_spec(source)
@@ -310,9 +335,23 @@ def load_images(
             raise InvalidInputError(f"unknown class label {bad[0]} (valid labels: {valid})")
         data = data.select(np.isin(data.labels, np.asarray(classes, np.int64)))
     if limit is not None:
-        keep = [np.flatnonzero(data.splits == s)[:limit] for s in SPLITS]
+        keep = [first_per_class_round(data.labels, data.splits == s, limit) for s in SPLITS]
         data = data.select(np.sort(np.concatenate(keep)))
     return data
+
+
+def first_per_class_round(labels: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Indices of ``n`` masked items drawn class-balanced: the first image of every class, then
+    the second of every class, and so on (in file order within a round, so a shuffled source
+    keeps its first images).
+
+    A plain first-n would keep whole classes of a source stored class by class (a folder), and
+    a seeded shuffle would change which images a small run sees whenever the source grows."""
+    rows = np.flatnonzero(mask)
+    by_class = rows[np.argsort(labels[rows], kind="stable")]
+    classes = labels[by_class]
+    rank = np.arange(len(by_class)) - np.searchsorted(classes, classes, side="left")
+    return np.sort(by_class[np.lexsort((by_class, rank))[:n]])
 
 
 @dataclass(frozen=True)
@@ -320,7 +359,7 @@ class DataSpec:
     """Which images a run is built from; stored in run.json so later steps reload the same."""
 
     source: str = "fashion-mnist"
-    limit: int | None = None  # first N images of each split
+    limit: int | None = None  # N images of each split, class-balanced
     classes: tuple[int, ...] | None = None  # labels to keep
 
     def load(self) -> ImageSet:
@@ -331,11 +370,22 @@ class DataSpec:
 
 
 def describe(images: ImageSet) -> dict[str, Any]:
-    """Counts and shapes of an image set, for run.json and the CLI."""
+    """Counts and shapes of an image set, for run.json and the CLI: classes counted as present,
+    with images per class and split, so a subset that lost classes shows it."""
+    per_class = {
+        split: {
+            images.class_names[label]: int(count)
+            for label, count in zip(
+                *np.unique(images.labels[images.splits == split], return_counts=True), strict=True
+            )
+        }
+        for split in SPLITS
+    }
     return {
         "source": images.source,
         "shape": list(images.shape),
         "train": int((images.splits == "train").sum()),
         "test": int((images.splits == "test").sum()),
-        "class_count": len(images.class_names),
+        "class_count": len(np.unique(images.labels)),
+        "per_class": per_class,
     }

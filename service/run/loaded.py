@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from models import BLAE, GammaARVM
 from service.checkpoint import Checkpoint
+from service.data.images import RGB, background_colour
 from service.data.parquet import read_images, read_latents
 from service.data.sources import ImageSet
 from service.errors import InvalidInputError, RunError
@@ -148,6 +150,12 @@ class LoadedRun:
     def image_shape(self) -> tuple[int, int, int]:
         return self.images.shape
 
+    @cached_property
+    def background(self) -> RGB:
+        """The colour uploads are flattened onto when they have alpha: the training images'
+        median border colour (black for Fashion-MNIST)."""
+        return background_colour(self.images.images[self.images.splits == "train"])
+
     @property
     def train_images(self) -> int:
         return int((self.latents.splits == "train").sum())
@@ -165,6 +173,7 @@ class LoadedRun:
                 "test": int((self.images.splits == "test").sum()),
             },
             "class_names": list(self.images.class_names),
+            "background": list(self.background),
             "tables": [
                 {
                     "gamma": t.gamma,

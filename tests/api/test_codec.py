@@ -31,6 +31,30 @@ def test_encode_matches_stored_latents_and_reconstructs(
     assert base64.b64decode(b64["items"][0]["bits"]) == packed[0].tobytes()
 
 
+def test_16_bit_and_alpha_uploads_encode_like_the_8_bit_picture(
+    live_server: LiveServer, training: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    """16-bit was clipped to white and alpha ignored (a blank image): both now keep the pixels."""
+    _, images, packed = training
+    picture = images[0]
+    glyph = np.dstack([np.full_like(picture, 255)] * 3 + [picture])  # white in alpha
+    forms = {
+        "8-bit": png(picture),
+        "16-bit": encoded(Image.fromarray(picture.astype(np.uint16) * 257)),
+        "alpha": encoded(Image.fromarray(glyph, "RGBA")),
+    }
+    files = [("files", (f"{name}.png", data, "image/png")) for name, data in forms.items()]
+    body = post(live_server, "/v1/encode", files=files).json()
+    assert [item["bits"] for item in body["items"]] == [packed_to_text(packed[0])] * 3
+    assert get(live_server, "/v1/info").json()["background"] == [0, 0, 0]
+
+
+def encoded(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_encode_resizes_colour_images(live_server: LiveServer) -> None:
     rgb = np.random.default_rng(0).integers(0, 255, (56, 40, 3), dtype=np.uint8)
     jpeg = io.BytesIO()

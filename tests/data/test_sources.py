@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.data.sources import FASHION_MNIST_CLASSES, ImageSet, load_images
+from service.data.sources import (
+    FASHION_MNIST_CLASSES,
+    ImageSet,
+    describe,
+    first_per_class_round,
+    load_images,
+)
 from service.errors import InvalidInputError, SourceError
 
 RNG = np.random.default_rng(0)
@@ -154,8 +160,8 @@ def test_idx_missing_label_file(tmp_path: Path) -> None:
 # --- limit, classes, ImageSet ------------------------------------------------------------------
 
 
-def test_limit_caps_each_split_to_first_images(tmp_path: Path) -> None:
-    arrays = make_idx(tmp_path)
+def test_limit_takes_each_class_in_turn(tmp_path: Path) -> None:
+    arrays = make_idx(tmp_path)  # labels 0,1,2,3,0,1,... in file order
     data = load_images(f"idx:{tmp_path}", limit=3)
     assert list(data.splits) == ["train"] * 3 + ["test"] * 3
     np.testing.assert_array_equal(data.split("train").images[:, 0], arrays["train_x"][:3])
@@ -169,6 +175,39 @@ def test_classes_filter_then_limit(tmp_path: Path) -> None:
     np.testing.assert_array_equal(data.split("train").images[:, 0], arrays["train_x"][keep][:2])
     assert list(data.labels) == [1, 3, 1, 3]
     assert data.class_names == ("0", "1", "2", "3")  # names keep their label positions
+
+
+def test_limit_on_a_folder_stored_class_by_class_is_balanced(tmp_path: Path) -> None:
+    # A folder source numbers its images class by class: a first-N limit kept only class 0.
+    for cls in range(5):
+        for i in range(12):
+            save_png(
+                tmp_path / f"c{cls}" / f"{i:02d}.png", np.full((3, 3), cls * 40 + i, np.uint8), "L"
+            )
+    data = load_images(f"folder:{tmp_path}", limit=16)
+    train = data.split("train")
+    counts = np.bincount(train.labels, minlength=5)
+    assert len(train) == 16 and counts.max() - counts.min() <= 1 and counts.min() == 3
+    # Within a class the earliest files come first: class 0 keeps its files 00, 01, 02, 03.
+    np.testing.assert_array_equal(np.sort(train.images[train.labels == 0, 0, 0, 0]), [0, 1, 2, 3])
+    figures = describe(data)
+    assert figures["class_count"] == 5 and figures["train"] == 16
+    assert sum(figures["per_class"]["train"].values()) == 16
+    assert set(figures["per_class"]["test"]) == {"c0", "c1", "c2", "c3", "c4"}
+
+
+def test_describe_counts_only_classes_present(tmp_path: Path) -> None:
+    make_idx(tmp_path)
+    figures = describe(load_images(f"idx:{tmp_path}", classes=[1, 3]))
+    assert figures["class_count"] == 2
+    assert figures["per_class"]["train"] == {"1": 3, "3": 3}
+
+
+def test_balanced_draw_of_a_class_short_of_images_fills_from_the_others() -> None:
+    labels = np.array([0] * 10 + [1] * 2 + [2] * 10)
+    picked = first_per_class_round(labels, np.ones(len(labels), bool), 12)
+    assert np.bincount(labels[picked]).tolist() == [5, 2, 5]
+    assert np.all(np.diff(picked) > 0)  # returned in file order
 
 
 @pytest.mark.parametrize("limit", [0, -1])

@@ -47,6 +47,7 @@ async def encode(
                 channels=channels,
                 size=size,
                 max_pixels=settings.max_pixels,
+                background=run.background,
                 field=f"files[{number}]",
             )
         )

@@ -30,7 +30,14 @@ def nearest(body: NearestRequest, run: RunDep, settings: SettingsDep) -> Any:
         except ValueError:
             raise InvalidInputError("image_png is not valid base64") from None
         channels, size, _ = run.image_shape
-        image = read_image(data, channels=channels, size=size, max_pixels=settings.max_pixels)
+        image = read_image(
+            data,
+            channels=channels,
+            size=size,
+            max_pixels=settings.max_pixels,
+            background=run.background,
+            field="image_png",
+        )
         images = image[None]
         packed = run.encode(images)
     found = run.nearest(images=images, packed=packed, k=body.k, by=body.by)
