@@ -13,9 +13,11 @@ from tqdm import tqdm
 
 from models import BLAE
 from service.checkpoint import Checkpoint
+from service.data.fingerprint import check_same_data, data_record, source_flags
 from service.data.parquet import read_latents, write_images, write_latents
 from service.data.sources import DataSpec
 from service.errors import InvalidInputError, RunError
+from service.files import file_sha256
 from service.latents.bits import pack_bits
 from service.latents.codec import decode_bits, encode_images
 from service.latents.latent_set import LatentSet
@@ -26,7 +28,7 @@ from service.ngram.samples import SampleBatch, SampleConfig
 from service.ngram.store import TableInfo, get_table, list_tables, open_store
 from service.ngram.tokens import tokens_to_bits
 from service.ngram.windows import check_gamma
-from service.run.models import has_arvm, load_arvm, load_blae
+from service.run.models import blae_training_data, has_arvm, load_arvm, load_blae
 from service.run.paths import RunPaths
 from service.run.record import read_run_json, update_run_json
 
@@ -54,7 +56,16 @@ class EncodeSummary:
 def encode_run(paths: RunPaths, *, device: str = "cpu", batch_size: int = 1024) -> EncodeSummary:
     """Encode every image of the run's data into images.parquet and latents.parquet."""
     checkpoint = load_blae(paths, device=device)
-    images = run_data_spec(paths).load()
+    spec = run_data_spec(paths)
+    images = spec.load()
+    now = data_record(spec, images)
+    check_same_data(
+        blae_training_data(paths, checkpoint),
+        now,
+        model=str(paths.blae_weights),
+        remedy=f"retrain it with `{paths.remedy('prepare')} {source_flags(now)} --no-resume`, "
+        "or start a new run with --run DIR",
+    )
     ids = np.arange(len(images), dtype=np.int64)  # ids are positions in the loaded order
     started = time.perf_counter()
     packed, brate = encode_images(checkpoint.model, images.images, batch_size=batch_size)
@@ -107,6 +118,12 @@ def build_run_tables(
     for gamma in gammas:
         check_gamma(gamma)
     latents = read_latents(paths.require(paths.latents, "encode"))
+    blae = paths.require(paths.blae_weights, "train-ae")
+    if latents.model_sha256 != file_sha256(blae):
+        raise RunError(
+            f"{paths.latents} was encoded by another BL-AE than {blae} (retrained since?): "
+            f"run `{paths.remedy('encode')}` first"
+        )
     grids = latents.select(latents.splits == "train").token_grids()
     built = []
     with open_store(paths.store) as con:

@@ -25,12 +25,13 @@ from models import (
     train_blae,
 )
 from service.checkpoint import save_checkpoint
-from service.data.sources import DataSpec, ImageSet, describe
+from service.data.fingerprint import check_same_data, data_record
+from service.data.sources import DataSpec, ImageSet
 from service.devices import resolve_device
 from service.errors import InvalidInputError
 from service.evaluation.plots import plot_training_curve
 from service.files import atomic_path
-from service.run.models import load_blae
+from service.run.models import blae_training_data, load_blae
 from service.run.paths import RunPaths
 from service.run.record import update_run_json
 
@@ -69,14 +70,10 @@ def train_run_autoencoder(
         config = blae_preset(preset, image_channels=c, image_size=h, **(overrides or {}))
     except ValueError as exc:  # the config's own checks, phrased for users
         raise InvalidInputError(str(exc)) from exc
-    trainer = AutoencoderTraining(paths, images, config, train_config or BLAETrainConfig())
-    return trainer.run(
-        resume=resume,
-        device=device,
-        progress=progress,
-        stop_epoch=stop_epoch,
-        data_record={**data.to_dict(), **describe(images)},
+    trainer = AutoencoderTraining(
+        paths, images, config, train_config or BLAETrainConfig(), data_record(data, images)
     )
+    return trainer.run(resume=resume, device=device, progress=progress, stop_epoch=stop_epoch)
 
 
 def save_blae(
@@ -86,13 +83,15 @@ def save_blae(
     train_config: BLAETrainConfig,
     epochs_done: int,
     optimizer: torch.optim.Optimizer | None = None,
+    data: dict[str, Any] | None = None,
 ) -> str:
-    """Checkpoint the BL-AE (and the optimizer state, for --resume); returns the weights' sha256."""
+    """Checkpoint the BL-AE (and the optimizer state, for --resume) with the record of its
+    training data (service/data/fingerprint.py); returns the weights' sha256."""
     if optimizer is not None:
         with atomic_path(paths.blae_optimizer) as tmp:
             torch.save(optimizer.state_dict(), tmp)
     return save_checkpoint(
-        paths.blae_weights, model, train=train_config.to_dict(), epochs_done=epochs_done
+        paths.blae_weights, model, train=train_config.to_dict(), epochs_done=epochs_done, data=data
     )
 
 
@@ -117,6 +116,7 @@ class AutoencoderTraining:
     images: ImageSet
     config: BLAEConfig
     train_config: BLAETrainConfig
+    data: dict[str, Any] | None = None  # data_record() of the images; None: record nothing
     records: list[dict[str, Any]] = field(default_factory=list)
     last: dict[str, Any] = field(default_factory=dict)  # the latest metrics and checksum
 
@@ -127,18 +127,17 @@ class AutoencoderTraining:
         device: str,
         progress: bool,
         stop_epoch: int | None,
-        data_record: dict[str, Any] | None,
     ) -> TrainingSummary:
         """Train (or resume) on the train split; checkpoint after every epoch.
 
-        `data_record` (what the images are) goes into run.json once the inputs are checked, so a
-        refused command leaves the run as it was.
+        The data record goes into run.json once the inputs are checked, so a refused command
+        leaves the run as it was.
         """
         train_images = self._check_images()
         dev = resolve_device(device)
         model, start_epoch, optimizer = self._start(resume, dev)
-        if data_record is not None:
-            update_run_json(self.paths, "data", data_record)
+        if self.data is not None:
+            update_run_json(self.paths, "data", self.data)
         last_epoch = min(self.train_config.epochs, stop_epoch or self.train_config.epochs)
         bar = self._progress_bar(len(train_images), start_epoch, last_epoch, progress)
         started = time.perf_counter()
@@ -193,6 +192,13 @@ class AutoencoderTraining:
                 paths.blae_metrics.unlink(missing_ok=True)
             return BLAE(self.config).to(dev), 0, None
         checkpoint = load_blae(paths, device=dev)
+        if self.data is not None:
+            check_same_data(
+                blae_training_data(paths, checkpoint),
+                self.data,
+                model=str(paths.blae_weights),
+                remedy="retrain it on this data with --no-resume, or start a new --run DIR",
+            )
         if checkpoint.model.config != self.config:
             raise InvalidInputError(
                 f"cannot resume {paths.blae_weights}: it was trained with a different BL-AE "
@@ -234,7 +240,12 @@ class AutoencoderTraining:
             f.write(json.dumps(record) + "\n")
         plot_training_curve(self.records, self.paths.blae_curve)
         sha256 = save_blae(
-            self.paths, model, train_config=self.train_config, epochs_done=epoch, optimizer=optim
+            self.paths,
+            model,
+            train_config=self.train_config,
+            epochs_done=epoch,
+            optimizer=optim,
+            data=self.data,
         )
         self.last.update(train=train_m, test=test_m, sha256=sha256)
         log.info("epoch %d: %s", epoch, record)

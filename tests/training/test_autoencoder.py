@@ -84,9 +84,7 @@ def test_source_without_test_split(tmp_path, fashion_small: DataSpec) -> None:
     training = AutoencoderTraining(
         paths, images, blae_preset("tiny"), BLAETrainConfig(epochs=1, batch_size=64)
     )
-    summary = training.run(
-        resume=False, device="cpu", progress=False, stop_epoch=None, data_record=None
-    )
+    summary = training.run(resume=False, device="cpu", progress=False, stop_epoch=None)
     assert summary.test is None and summary.train.brate > 0
     assert json.loads(paths.blae_metrics.read_text())["test"] is None
     assert paths.blae_curve.exists()
