@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from service.data.images import make_grid, save_png
+from service.data.sources import first_per_class_round
 from service.errors import InvalidInputError
 from service.evaluation.features import classifier_features, inception_features
 from service.evaluation.frechet import frechet_distance
@@ -34,6 +34,7 @@ from service.evaluation.likelihood import evaluate_likelihood
 from service.evaluation.nearest import MEMORIZED_PSNR_DB, NearestIndex
 from service.evaluation.pixels import PixelIndex, psnr_from_squared_error
 from service.evaluation.plots import plot_memorization, plot_psnr_histograms
+from service.evaluation.sheets import PairCaption, write_sheet
 from service.files import write_atomic
 from service.ngram.modes import Mode, parse_mode
 from service.ngram.samples import SampleConfig
@@ -218,14 +219,16 @@ def _baseline(
 ) -> tuple[dict[str, Any], float, FrechetScorer]:
     """The held-out test images measured like samples: the report's baseline, the novelty
     threshold (their median PSNR to the training set) and the Fréchet scorer against them."""
-    rows = np.flatnonzero(run.latents.splits == "test")[: config.samples]
+    labels, splits = run.images.labels, run.latents.splits
+    # Drawn like --limit draws, so a source stored class by class gives all-class baselines.
+    rows = first_per_class_round(labels, splits == "test", config.samples)
     test_images = run.images.images[rows]
     test_packed = run.latents.packed[rows]
     closeness = meter.measure(test_images, test_packed, decoded=run.decode(test_packed))
     novelty_psnr = float(np.median(closeness.psnr))
     classifier = ensure_classifier(run.paths, run.images, progress=False)
     scorer = FrechetScorer(classifier, test_images, config.inception)
-    train_rows = np.flatnonzero(run.latents.splits == "train")[: config.samples]
+    train_rows = first_per_class_round(labels, splits == "train", config.samples)
     baseline = {
         **summarize(closeness, novelty_psnr),
         **scorer.score(run.images.images[train_rows]),  # real training vs real test images
@@ -259,7 +262,8 @@ def _measure_samples(
         "neural_share": float(generated.batch.neural_share[ok].mean()) if ok.any() else None,
         **summarize(closeness, novelty_psnr),
         **scorer.score(images),
-        "sheet": str(_sample_sheet(images, meter, closeness, sheet)),
+        "sheet": str(sheet),
+        "sheet_pairs": [asdict(c) for c in _sample_sheet(images, meter, closeness, sheet)],
     }
 
 
@@ -281,13 +285,29 @@ def summary_table(results: dict[str, dict[str, Any]], baseline: dict[str, Any]) 
     return table
 
 
-def _sample_sheet(images: np.ndarray, meter: ClosenessMeter, c: Closeness, path: Path) -> Path:
-    """Up to SHEET_PAIRS samples, each followed by its nearest training image."""
+def _sample_sheet(
+    images: np.ndarray, meter: ClosenessMeter, c: Closeness, path: Path
+) -> list[PairCaption]:
+    """Up to SHEET_PAIRS samples, each beside its nearest training image, captioned."""
     count = min(SHEET_PAIRS, len(images))
-    nearest = meter.neighbours.pixels.pixels[c.nearest[:count]].reshape(images[:count].shape)
-    pairs = np.stack([images[:count], nearest], axis=1).reshape(-1, *images.shape[1:])
-    save_png(make_grid(pairs, columns=8) if count else np.zeros((1, 1, 1), np.uint8), path)
-    return path
+    index = meter.neighbours
+    rows = c.nearest[:count]
+    names = index.class_names
+    captions = [
+        PairCaption(
+            psnr_db=round(float(c.psnr[i]), 2),
+            hamming_bits=int(c.hamming[i]),
+            training_id=int(index.ids[row]),
+            label=names[index.labels[row]]
+            if index.labels[row] < len(names)
+            else str(index.labels[row]),
+            exact_copy=bool(c.exact_copy[i]),
+        )
+        for i, row in enumerate(rows)
+    ]
+    nearest = index.pixels.pixels[rows].reshape(images[:count].shape)
+    write_sheet(images[:count], nearest, captions, path)
+    return captions
 
 
 def write_report(folder: Path, report: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from service.errors import InvalidInputError
 from service.evaluation.pixels import PSNR_CAP_DB
@@ -120,6 +121,25 @@ def test_report_files_and_endpoint(reported: RunPaths) -> None:
         assert served["results"].keys() == report["results"].keys()
         plot = httpx.get(f"{server.url}/v1/report/memorization.png")
         assert plot.headers["content-type"] == "image/png"
+
+
+def test_sheets_caption_every_pair(reported: RunPaths, run: LoadedRun) -> None:
+    report = json.loads((reported.reports / REPORT_JSON).read_text())
+    copies = report["results"]["g7-exact"]  # γ = 7 covers the whole grid: all exact copies
+    pairs = copies["sheet_pairs"]
+    assert len(pairs) == min(32, copies["finished"]) > 0
+    assert all(p["exact_copy"] and p["hamming_bits"] == 0 for p in pairs)
+    names = run.images.class_names
+    train_labels = dict(zip(run.latents.ids.tolist(), run.latents.labels.tolist(), strict=True))
+    assert all(p["label"] == names[train_labels[p["training_id"]]] for p in pairs)
+    rows = -(-len(pairs) // 4)
+    sheet = np.asarray(Image.open(copies["sheet"]).convert("RGB"))
+    assert sheet.shape[0] == rows * (84 + 30 + 8) + 8  # a caption strip under every row
+    caption = sheet[8 + 84 : 8 + 84 + 30, 8 : 8 + 84 * 2]
+    reddish = (caption[..., 0] > 150) & (caption[..., 1] < 100)
+    assert (caption.min(axis=2) < 100).sum() > 50 and reddish.any()  # text, "exact copy" in red
+    hybrid = report["results"]["g5-hybrid"]["sheet_pairs"]
+    assert [p["hamming_bits"] > 0 for p in hybrid] == [not p["exact_copy"] for p in hybrid]
 
 
 def test_bad_report_options(run: LoadedRun) -> None:
