@@ -164,6 +164,7 @@ def test_page_samples_and_shows_nearest_training_images(
     expect(positions).to_have_count(16)  # latent_shape[1:] = 4 × 4
     shown = positions.evaluate_all("cs => cs.map(c => [c.dataset.by, c.dataset.gamma])")
     assert shown == [["exact", str(g)] for row in sample["answered_by"] for g in row]
+    check_sources(page, sample)
 
     hits = httpx.post(
         f"{live_server.url}/v1/nearest", json={"bits": sample["bits"], "k": 5, "by": "pixels"}
@@ -182,6 +183,24 @@ def test_page_samples_and_shows_nearest_training_images(
     visit.check()
 
 
+def check_sources(page: Page, sample: dict[str, Any]) -> None:
+    """The mosaic shows, per position, the training image the API named for its window."""
+    ids = [i for row in sample["examples"] for i in row]
+    assert min(ids) >= 0  # an exact sample: a training image holds every window
+    sources = page.get_by_test_id("source")
+    expect(sources).to_have_count(len(ids))
+    assert sources.evaluate_all("ls => ls.map(l => Number(l.dataset.id))") == ids
+    hrefs = sources.evaluate_all("ls => ls.map(l => l.getAttribute('href'))")
+    assert hrefs == [f"/v1/images/{i}" for i in ids]
+    wait_for_images(page, "[data-testid=source-image]")
+    alts = page.get_by_test_id("source-image").evaluate_all("is => is.map(i => i.alt)")
+    assert alts == [f"training image {i}" for i in ids]
+    distinct = len(set(ids))
+    expect(page.get_by_test_id("sources-status")).to_have_text(
+        f"{distinct} training image{'s' if distinct > 1 else ''} hold its windows."
+    )
+
+
 def test_neural_samples_are_neural_at_every_position(page: Page, live_server: LiveServer) -> None:
     visit = open_page(page, live_server)
     draw(page, 4, gamma="5", mode="neural", n="4", seed="2")
@@ -192,6 +211,8 @@ def test_neural_samples_are_neural_at_every_position(page: Page, live_server: Li
     expect(positions).to_have_count(16)
     expect(page.locator("[data-testid=position][data-by=neural]")).to_have_count(16)
     expect(page.get_by_test_id("provenance")).to_contain_text("0 of 16 positions exact, 16 neural")
+    expect(page.get_by_test_id("source-none")).to_have_count(16)
+    expect(page.get_by_test_id("source")).to_have_count(0)
     visit.check()
 
 
@@ -261,6 +282,9 @@ def test_api_key_and_memorization_report(
         open_first_finished(page)  # training images come through object URLs
         src = page.get_by_test_id("hit-image").first.get_attribute("src") or ""
         assert src.startswith("blob:")
+        wait_for_images(page, "[data-testid=source-image]")
+        hrefs = page.get_by_test_id("source").evaluate_all("ls => ls.map(l => l.href)")
+        assert hrefs and all(href.startswith("blob:") for href in hrefs)
         assert page.evaluate("() => sessionStorage.getItem('latentgram.apiKey')") == "s3cret"
         visit.check()
 

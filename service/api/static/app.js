@@ -74,23 +74,25 @@ async function postJson(path, body) {
   return response.json();
 }
 
-// An <img> of a server image: a plain src without a key; with one, the image is fetched with the
-// X-API-Key header and shown through an object URL, since <img src> cannot send headers.
-async function showServerImage(img, path, owner) {
-  if (!apiKey()) {
-    img.addEventListener("error", () => {
-      img.dataset.failed = "true";
-      showError(`${path} could not be loaded`);
-    }, { once: true });
-    img.src = path;
-    return;
-  }
+// The URL that shows a server image: the path itself without a key; with one, an object URL of
+// the image fetched with the X-API-Key header, since <img src> and <a href> cannot send headers.
+async function serverImageUrl(path, owner) {
+  if (!apiKey()) return path;
+  const blob = await (await api(path)).blob();
+  const url = URL.createObjectURL(blob);
+  if (!state.objectUrls.has(owner)) state.objectUrls.set(owner, []);
+  state.objectUrls.get(owner).push(url);
+  return url;
+}
+
+// Show a server image in `img`; `url` lets several <img> share one fetch of the same image.
+async function showServerImage(img, path, owner, url = serverImageUrl(path, owner)) {
+  img.addEventListener("error", () => {
+    img.dataset.failed = "true";
+    showError(`${path} could not be loaded`);
+  }, { once: true });
   try {
-    const blob = await (await api(path)).blob();
-    const url = URL.createObjectURL(blob);
-    if (!state.objectUrls.has(owner)) state.objectUrls.set(owner, []);
-    state.objectUrls.get(owner).push(url);
-    img.src = url;
+    img.src = await url;
   } catch (err) {
     img.dataset.failed = "true";
     showError(`${path}: ${err.message}`);
@@ -361,6 +363,7 @@ function selectSample(sample, button) {
   $("detail-image").src = `data:image/png;base64,${sample.image_png}`;
   $("detail-image").alt = `sample ${sample.index}, enlarged`;
   showProvenance(sample);
+  showSources(sample);
   $("detail").hidden = false;
   $("detail").scrollIntoView({ block: "nearest" });
   loadNearest(sample);
@@ -383,13 +386,15 @@ function showProvenance(sample) {
       if (kind === "neural") neural++;
       if (kind === "exact") exact++;
       const what = kind === "neural" ? "the γ-ARVM" : kind === "exact" ? `the γ=${by} table` : "nothing";
+      const id = sample.examples[y][x];
+      const source = id >= 0 ? `; its window is in training image ${id}` : "";
       cells.push(
         el("div", {
           className: `cell ${kind}`,
           "data-testid": "position",
           "data-by": kind,
           "data-gamma": by > 0 ? by : null,
-          title: `position (${y}, ${x}): chosen by ${what}`,
+          title: `position (${y}, ${x}): chosen by ${what}${source}`,
           text: kind === "neural" ? "N" : kind === "exact" ? String(by) : "·",
         }),
       );
@@ -400,6 +405,50 @@ function showProvenance(sample) {
   $("provenance").textContent =
     `${exact} of ${height * width} positions exact, ${neural} neural; ` +
     `${sample.backtracks} backtracks (${sample.jumps} jumps), ${sample.steps} steps.`;
+}
+
+// examples is (H, W): per latent position the id of a training image that holds the γ-window
+// ending there, −1 where no table chose the token. Shown as a mosaic in the sample's layout, each
+// cell a thumbnail of that image linking to it in full; each distinct image is fetched once.
+function showSources(sample) {
+  const [, height, width] = state.latentShape;
+  const mosaic = $("sources");
+  releaseImages(mosaic);
+  mosaic.style.setProperty("--rows", String(height));
+  mosaic.style.setProperty("--cols", String(width));
+  const urls = new Map(); // id → Promise of the URL that shows it
+  const cells = [];
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const id = sample.examples[y][x];
+      if (id < 0) {
+        cells.push(el("li", {
+          className: "source none",
+          "data-testid": "source-none",
+          title: `position (${y}, ${x}): no training image (not chosen by a table)`,
+        }));
+        continue;
+      }
+      const path = `/v1/images/${id}`;
+      if (!urls.has(id)) urls.set(id, serverImageUrl(path, mosaic));
+      const img = el("img", { "data-testid": "source-image", alt: `training image ${id}` });
+      const link = el("a", {
+        href: path,
+        target: "_blank",
+        rel: "noopener",
+        "data-testid": "source",
+        "data-id": id,
+        title: `position (${y}, ${x}): its window is in training image ${id}; click to open it`,
+      }, img);
+      showServerImage(img, path, mosaic, urls.get(id));
+      urls.get(id).then((url) => { link.href = url; }, () => {});
+      cells.push(el("li", { className: "source" }, link));
+    }
+  }
+  mosaic.replaceChildren(...cells);
+  $("sources-status").textContent = urls.size
+    ? `${urls.size} training image${urls.size === 1 ? "" : "s"} hold its windows.`
+    : "No position was chosen by a table, so no training image holds its windows.";
 }
 
 async function loadNearest(sample) {
