@@ -214,21 +214,27 @@ def build_report(run: LoadedRun, config: ReportConfig, *, progress: bool = True)
     return report
 
 
+def baseline_rows(labels: np.ndarray, splits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the n test and n training images the baseline measures, drawn as --limit draws
+    (class by class), so that a source stored class by class still gives every class."""
+    return (
+        first_per_class_round(labels, splits == "test", n),
+        first_per_class_round(labels, splits == "train", n),
+    )
+
+
 def _baseline(
     run: LoadedRun, meter: ClosenessMeter, config: ReportConfig
 ) -> tuple[dict[str, Any], float, FrechetScorer]:
     """The held-out test images measured like samples: the report's baseline, the novelty
     threshold (their median PSNR to the training set) and the Fréchet scorer against them."""
-    labels, splits = run.images.labels, run.latents.splits
-    # Drawn like --limit draws, so a source stored class by class gives all-class baselines.
-    rows = first_per_class_round(labels, splits == "test", config.samples)
+    rows, train_rows = baseline_rows(run.images.labels, run.latents.splits, config.samples)
     test_images = run.images.images[rows]
     test_packed = run.latents.packed[rows]
     closeness = meter.measure(test_images, test_packed, decoded=run.decode(test_packed))
     novelty_psnr = float(np.median(closeness.psnr))
     classifier = ensure_classifier(run.paths, run.images, progress=False)
     scorer = FrechetScorer(classifier, test_images, config.inception)
-    train_rows = first_per_class_round(labels, splits == "train", config.samples)
     baseline = {
         **summarize(closeness, novelty_psnr),
         **scorer.score(run.images.images[train_rows]),  # real training vs real test images

@@ -19,6 +19,7 @@ from service.evaluation.report import (
     REPORT_PLOT,
     ClosenessMeter,
     ReportConfig,
+    baseline_rows,
     build_report,
 )
 from service.ngram.samples import SampleConfig
@@ -160,3 +161,14 @@ def test_report_takes_fid_with_a_supplied_inception_file(
     report = build_report(LoadedRun.load(tmp_path / "run"), config, progress=False)
     assert report["baseline"]["fid"] >= 0 and report["results"]["g5-exact"]["fid"] >= 0
     assert report["config"]["inception"] == str(path)
+
+
+def test_baselines_of_a_source_stored_class_by_class_hold_every_class() -> None:
+    """Rows sorted by class, as a folder source numbers them: the first 20 of each split would
+    be all zeros; the baseline takes two of each of the ten classes."""
+    labels = np.repeat(np.arange(10), 50)
+    splits = np.where(np.arange(500) % 50 < 40, "train", "test")
+    test_rows, train_rows = baseline_rows(labels, splits, 20)
+    for rows, split in ((test_rows, "test"), (train_rows, "train")):
+        assert (splits[rows] == split).all() and len(rows) == 20
+        assert np.bincount(labels[rows], minlength=10).tolist() == [2] * 10
