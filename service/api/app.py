@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from service.api.handlers import add_error_handlers, add_limits_and_metrics
 from service.api.metrics import Metrics
+from service.api.openapi import install_openapi
 from service.api.routes import ROUTERS
 from service.api.routes.pages import mount_static
 from service.api.settings import Settings, get_settings
@@ -41,4 +42,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     mount_static(app)
+    install_openapi(app, settings, holder)
     return app

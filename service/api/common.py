@@ -7,15 +7,16 @@ import base64
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
-from service.api.deps import ApiKey
 from service.api.schemas import Hit, Problem
 from service.errors import InvalidInputError
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "the body is not valid JSON"},
     401: {"model": Problem, "description": "API key missing or wrong"},
     404: {"model": Problem, "description": "not found"},
-    409: {"model": Problem, "description": "the run lacks what this needs"},
+    409: {"model": Problem, "description": "the run lacks what this needs (a table, a γ-ARVM)"},
     413: {"model": Problem, "description": "request body too large"},
     422: {"model": Problem, "description": "a field is out of range or malformed"},
     503: {"model": Problem, "description": "the run is not ready"},
@@ -23,8 +24,23 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def v1_router() -> APIRouter:
-    """A router under /v1 that needs the API key (when one is set) and documents ERRORS."""
-    return APIRouter(prefix="/v1", responses=ERRORS, dependencies=[ApiKey])
+    """A router under /v1 that documents ERRORS (the API key is checked by a middleware)."""
+    return APIRouter(prefix="/v1", responses=ERRORS)
+
+
+DEFAULT_GAMMA = 5
+
+
+def given_or_capped(body: BaseModel, field: str, limit: int) -> int:
+    """The field as given; left out, its default capped at the server's limit, so that an empty
+    request is a valid one (/openapi.json states the same default)."""
+    value: int = getattr(body, field)
+    return value if field in body.model_fields_set else min(value, limit)
+
+
+def default_gamma(built: list[int]) -> int:
+    """γ when a request leaves it out: 5, or the least built γ when 5 has no table."""
+    return DEFAULT_GAMMA if DEFAULT_GAMMA in built or not built else min(built)
 
 
 def check_range(field: str, value: int, low: int, high: int) -> None:

@@ -1,11 +1,11 @@
-"""The dependencies routes declare: the settings, the loaded run, the API key check."""
+"""The dependencies routes declare (the settings, the loaded run) and the API key check."""
 
 from __future__ import annotations
 
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
 from service.api.settings import Settings
 from service.api.state import RunHolder
@@ -27,21 +27,14 @@ SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 RunDep = Annotated[LoadedRun, Depends(get_run)]
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
-    """With LATENTGRAM_API_KEY set, /v1 and /metrics need it as X-API-Key or a Bearer token."""
+def key_is_wrong(request: Request, settings: Settings) -> bool:
+    """With LATENTGRAM_API_KEY set: whether the request lacks it, as X-API-Key or a Bearer token.
+    Checked by a middleware (service/api/handlers.py) before the body is read."""
     key = settings.api_key
     if not key:
-        return
+        return False
     given = request.headers.get("x-api-key")
     auth = request.headers.get("authorization", "")
     if given is None and auth.lower().startswith("bearer "):
         given = auth[7:].strip()
-    if not given or not hmac.compare_digest(given.encode(), key.encode()):
-        raise HTTPException(
-            401,
-            "missing or wrong API key: send it as X-API-Key or Authorization: Bearer",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
-ApiKey = Depends(require_api_key)
+    return not given or not hmac.compare_digest(given.encode(), key.encode())

@@ -1,5 +1,5 @@
 """How errors become HTTP answers, in one place: engine errors by type, validation errors with
-the field named, and the request-size limit, which is checked before a body is read."""
+the field named, and the two checks made before a body is read: the API key, then its size."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from service.api.deps import key_is_wrong
 from service.api.metrics import Metrics
 from service.api.settings import Settings
 from service.api.state import NotReadyError
 from service.errors import InvalidInputError, LatentgramError
+
+PROTECTED = ("/v1/", "/metrics")  # the paths that need the API key when one is set
 
 
 def problem(status: int, detail: str, **headers: str) -> JSONResponse:
@@ -29,8 +32,15 @@ def field_name(loc: tuple[Any, ...]) -> str:
 
 
 async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each bad field; 400 when the body is not JSON at all."""
     assert isinstance(exc, RequestValidationError)
-    detail = "; ".join(f"{field_name(tuple(e['loc']))}: {e['msg']}" for e in exc.errors())
+    errors = exc.errors()
+    broken = [e for e in errors if e["type"] == "json_invalid"]
+    if broken:
+        why = broken[0].get("ctx", {}).get("error", broken[0]["msg"])
+        at = broken[0]["loc"][-1]
+        return problem(400, f"the body is not valid JSON: {why} (at character {at})")
+    detail = "; ".join(f"{field_name(tuple(e['loc']))}: {e['msg']}" for e in errors)
     return problem(422, detail or "invalid request")
 
 
@@ -60,7 +70,8 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 def add_limits_and_metrics(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
-    """Refuse bodies over the limit from their Content-Length; count and time every request."""
+    """Refuse a request without the key, then a body over the limit from its Content-Length,
+    before the body is read; count and time every request."""
 
     @app.middleware("http")
     async def limit_and_measure(
@@ -68,8 +79,17 @@ def add_limits_and_metrics(app: FastAPI, settings: Settings, metrics: Metrics) -
     ) -> Response:
         started = time.perf_counter()
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_upload_bytes):
-            response: Response = problem(
+        response: Response
+        if request.url.path.startswith(PROTECTED) and key_is_wrong(request, settings):
+            response = problem(
+                401,
+                "missing or wrong API key: send it as X-API-Key or Authorization: Bearer",
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        elif length is not None and (
+            not length.isdigit() or int(length) > settings.max_upload_bytes
+        ):
+            response = problem(
                 413, f"request body must be at most {settings.max_upload_bytes} bytes"
             )
         else:

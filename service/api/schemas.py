@@ -3,32 +3,55 @@ the bounds here are the ones no setting can move."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from service.evaluation.nearest import NearestBy
 from service.latents.bits import TextEncoding as Encoding
 from service.ngram.modes import Mode
 from service.ngram.samples import MAX_TEMPERATURE, MIN_TEMPERATURE
 
+# The largest integer every JSON reader keeps exactly (a JavaScript number, a schema validator's
+# double): a bound above it cannot be checked by a client.
+MAX_JSON_INT = 2**53 - 1
+
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 4.0 is the integer 4 (as JSON Schema says), 4.5 is not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer as JSON Schema means it: 5 or 5.0; never "5", true or 5.5 (the models are strict)
+Integer = Annotated[int, BeforeValidator(_integral)]
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a default
+    # A misspelt field is an error, not a default; "5" is not 5 and 0 is not false.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SampleRequest(Strict):
-    n: int = Field(16, ge=1, description="Samples to draw (at most the server's max_n).")
-    gamma: int = Field(5, ge=3, le=99, description="Window size γ of the table (odd, built).")
-    mode: Mode = Field("exact", description="exact, backoff, hybrid or neural.")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="Same seed, same samples.")
-    temperature: float = Field(
-        1.0, ge=MIN_TEMPERATURE, le=MAX_TEMPERATURE, description="Weights are count^(1/T)."
+    n: Integer = Field(16, ge=1, description="Samples to draw (≤ max_n; left out: 16 or max_n).")
+    gamma: Integer = Field(
+        5,
+        ge=3,
+        le=99,
+        description="Window size γ of a built table (left out: 5, or the least built).",
     )
-    budget: int = Field(1000, ge=1, description="Search steps per exact sample (≤ max_budget).")
+    mode: Mode = Field("exact", description="exact, backoff, hybrid or neural.")
+    seed: Integer = Field(0, ge=0, le=MAX_JSON_INT, description="Same seed, same samples.")
+    temperature: float = Field(
+        1.0,
+        ge=MIN_TEMPERATURE,
+        le=MAX_TEMPERATURE,
+        allow_inf_nan=False,
+        description="Weights are count^(1/T).",
+    )
+    budget: Integer = Field(1000, ge=1, description="Search steps per exact sample (≤ max_budget).")
     positional: bool = Field(False, description="Use the positional tables.")
     complete: bool = Field(False, description="Finish failed exact samples in hybrid mode.")
-    nearest: int = Field(0, ge=0, description="Nearest training images per sample (0: none).")
+    nearest: Integer = Field(0, ge=0, description="Nearest training images per sample (0: none).")
     images: bool = Field(True, description="Include each sample's decoded image as PNG.")
     encoding: Encoding = Field("hex", description="How latents are written.")
 
@@ -110,10 +133,12 @@ class DecodeResponse(BaseModel):
 
 
 class NearestRequest(Strict):
+    """Exactly one of image_png and bits."""
+
     image_png: str | None = Field(None, description="Base64 image file (PNG, JPEG, …).")
     bits: str | None = Field(None, description="A packed latent, instead of an image.")
     encoding: Encoding = "hex"
-    k: int = Field(5, ge=1, description="Hits to return (at most max_k).")
+    k: Integer = Field(5, ge=1, description="Hits to return (at most max_k).")
     by: NearestBy = Field("pixels", description="Rank by pixel PSNR or by latent Hamming distance.")
 
 

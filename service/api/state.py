@@ -65,6 +65,11 @@ class RunHolder:
             return False, self._reason
         return True, "ready"
 
+    @property
+    def loaded(self) -> LoadedRun | None:
+        """The run, or None while there is none (no load is started: see status)."""
+        return self._loaded
+
     def get(self) -> LoadedRun:
         loaded = self._loaded
         if loaded is None:

@@ -7,7 +7,8 @@ numpy's big-endian bit order, as latents.parquet stores it; as text, hex or base
 from __future__ import annotations
 
 import base64
-import binascii
+import re
+from functools import cache
 from typing import Literal
 
 import numpy as np
@@ -50,18 +51,36 @@ def packed_to_text(row: np.ndarray, encoding: TextEncoding = "hex") -> str:
     return data.hex() if encoding == "hex" else base64.b64encode(data).decode("ascii")
 
 
+# Base64's last character before "=" padding carries unused low bits that must be zero: after
+# one final byte, 4 of them (the characters at multiples of 16); after two, 2 (multiples of 4).
+_BASE64_TAIL = {0: "", 1: "[A-Za-z0-9+/][AQgw]==", 2: "[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]="}
+
+
+@cache
+def text_pattern(nbytes: int, encoding: TextEncoding) -> str:
+    """The regular expression (JSON Schema and Python alike) of a packed latent of `nbytes`
+    bytes written in `encoding`: exact length, canonical form, no whitespace. The API's schema
+    states it and packed_from_text enforces it, so the two cannot disagree."""
+    if encoding == "hex":
+        return f"^[0-9a-fA-F]{{{2 * nbytes}}}$"
+    groups, rest = divmod(nbytes, 3)
+    return f"^[A-Za-z0-9+/]{{{4 * groups}}}{_BASE64_TAIL[rest]}$"
+
+
 def packed_from_text(
     text: str, shape: tuple[int, int, int], encoding: TextEncoding = "hex"
 ) -> np.ndarray:
     """Hex or base64 text → one packed latent (bytes,) uint8 of the given latent shape."""
-    try:
-        data = bytes.fromhex(text) if encoding == "hex" else base64.b64decode(text, validate=True)
-    except (ValueError, binascii.Error):
-        raise InvalidInputError(f"bits are not valid {encoding}") from None
     expected = packed_size(shape)
-    if len(data) != expected:
+    if not re.fullmatch(text_pattern(expected, encoding), text):
+        if encoding == "hex":
+            length, form = 2 * expected, "hex digits"
+        else:
+            length, form = 4 * -(-expected // 3), "characters of padded base64"
+        got = f"{len(text)} characters" if len(text) != length else "other characters"
         raise InvalidInputError(
-            f"bits must be {expected} bytes ({2 * expected} hex digits) for latents of shape "
-            f"{shape}, got {len(data)} bytes"
+            f"bits must be {expected} bytes for latents of shape {shape}, written as {length} "
+            f"{form} with no spaces; got {got}"
         )
+    data = bytes.fromhex(text) if encoding == "hex" else base64.b64decode(text, validate=True)
     return np.frombuffer(data, dtype=np.uint8).copy()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from models.arvm import GammaARVM
-from service.errors import InvalidInputError
+from service.errors import InvalidInputError, RunError
 from service.ngram.exact import ExactSampler
 from service.ngram.index import NgramIndex
 from service.ngram.samples import (
@@ -65,7 +65,7 @@ class Sampler:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if mode != "neural" and gamma not in self.indexes:
             built = [i.info.name for _, i in sorted(self.indexes.items())]
-            raise InvalidInputError(missing_table_message(gamma, self.positional, built))
+            raise RunError(missing_table_message(gamma, self.positional, built))
         if mode in ("hybrid", "neural") or (mode == "exact" and complete_with_hybrid):
             self.network(gamma)  # fail early, before any work
         if mode == "exact":
@@ -77,7 +77,7 @@ class Sampler:
 
     def network(self, gamma: int) -> GammaARVM:
         if gamma not in self.networks:
-            raise InvalidInputError(
+            raise RunError(
                 f"no γ-ARVM trained for gamma={gamma}: run `latentgram train-arvm --gamma {gamma}`"
             )
         return self.networks[gamma]

@@ -15,7 +15,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from service.errors import InvalidInputError, RunError
+from service.errors import RunError
 from service.ngram.migrations import migrate
 from service.ngram.migrations import status as migration_status
 from service.ngram.windows import check_gamma, context_size
@@ -98,13 +98,13 @@ def list_tables(con: duckdb.DuckDBPyConnection) -> list[TableInfo]:
 
 
 def get_table(con: duckdb.DuckDBPyConnection, gamma: int, positional: bool = False) -> TableInfo:
-    """The ready table for γ, or InvalidInputError listing what is built."""
+    """The ready table for γ, or RunError listing what is built."""
     check_gamma(gamma)
     tables = list_tables(con)
     for info in tables:
         if info.gamma == gamma and info.positional == positional:
             return info
-    raise InvalidInputError(missing_table_message(gamma, positional, [t.name for t in tables]))
+    raise RunError(missing_table_message(gamma, positional, [t.name for t in tables]))
 
 
 def missing_table_message(gamma: int, positional: bool, built: Sequence[str]) -> str:

@@ -157,6 +157,11 @@ class LoadedRun:
         return background_colour(self.images.images[self.images.splits == "train"])
 
     @property
+    def gammas(self) -> list[int]:
+        """The γ with a table (positional or not), ascending."""
+        return sorted({gamma for gamma, _ in self.indexes})
+
+    @property
     def train_images(self) -> int:
         return int((self.latents.splits == "train").sum())
 

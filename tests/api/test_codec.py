@@ -109,9 +109,13 @@ def test_decode_json_and_bad_bits(
     bits = [packed_to_text(p) for p in training[2][:2]]
     body = post(live_server, "/v1/decode", json={"bits": bits}).json()
     assert [pixels_of(base64.b64decode(i)).shape for i in body["images_png"]] == [(28, 28)] * 2
-    assert_problem(post(live_server, "/v1/decode", json={"bits": ["zz"]}), 422, "not valid hex")
-    expected = f"{len(training[2][0])} bytes"
+    nbytes = len(training[2][0])
+    wrong = {"bits": ["z" * 2 * nbytes]}
+    assert_problem(post(live_server, "/v1/decode", json=wrong), 422, "got other characters")
+    expected = f"{nbytes} bytes"
     assert_problem(post(live_server, "/v1/decode", json={"bits": ["00"]}), 422, expected)
+    spaced = {"bits": [" ".join(bits[0][i : i + 2] for i in range(0, len(bits[0]), 2))]}
+    assert_problem(post(live_server, "/v1/decode", json=spaced), 422, "with no spaces")
     assert_problem(
         post(live_server, "/v1/decode", json={"bits": bits, "format": "png"}), 422, "exactly one"
     )

@@ -52,6 +52,14 @@ def test_api_key_guards_everything_but_health(prepared_run: RunPaths) -> None:
         assert get(server, "/v1/info", headers={"X-API-Key": "s3cret"}).status_code == 200
         bearer = {"Authorization": "Bearer s3cret"}
         assert get(server, "/v1/info", headers=bearer).status_code == 200
+        # the key is checked before the body is read: a stranger learns nothing from a parse error
+        broken = {"content": b"{not json", "headers": {"content-type": "application/json"}}
+        assert_problem(post(server, "/v1/sample", **broken), 401, "API key")
+        keyed = {**broken, "headers": {**broken["headers"], "X-API-Key": "s3cret"}}
+        assert_problem(post(server, "/v1/sample", **keyed), 400, "not valid JSON")
+        schema = get(server, "/openapi.json").json()
+        assert schema["paths"]["/v1/sample"]["post"]["security"] == [{"ApiKey": []}, {"Bearer": []}]
+        assert "security" not in schema["paths"]["/healthz"]["get"]
 
 
 def test_missing_run_is_not_ready_with_the_reason(tmp_path: Path) -> None:

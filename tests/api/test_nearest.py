@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import numpy as np
 
@@ -39,3 +40,27 @@ def test_bad_nearest_requests(live_server: LiveServer) -> None:
     assert_problem(
         post(live_server, "/v1/nearest", json={"image_png": "%%%"}), 422, "not valid base64"
     )
+    both = {"bits": bits, "image_png": base64.b64encode(png(np.zeros((28, 28), np.uint8))).decode()}
+    assert_problem(post(live_server, "/v1/nearest", json=both), 422, "exactly one")
+
+
+def test_schema_states_the_one_of_and_the_bits_of_this_run(
+    live_server: LiveServer, training: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    schemas = get(live_server, "/openapi.json").json()["components"]["schemas"]
+    variants = {v["title"]: v for v in schemas["NearestRequest"]["oneOf"]}
+    assert set(variants) == {"NearestByImage", "NearestByBitsHex", "NearestByBitsBase64"}
+    by_image = variants["NearestByImage"]
+    assert by_image["required"] == ["image_png"] and by_image["properties"]["bits"] == {
+        "type": "null"
+    }
+    nbytes = len(training[2][0])
+    for encoding in ("hex", "base64"):
+        variant = variants[f"NearestByBits{encoding.capitalize()}"]
+        pattern = variant["properties"]["bits"]["pattern"]
+        assert re.fullmatch(pattern, packed_to_text(training[2][0], encoding))
+        assert not re.fullmatch(pattern, packed_to_text(training[2][0][:-1], encoding))
+    assert variants["NearestByBitsHex"]["properties"]["bits"]["pattern"] == (
+        f"^[0-9a-fA-F]{{{2 * nbytes}}}$"
+    )
+    assert variants["NearestByBitsBase64"]["required"] == ["bits", "encoding"]

@@ -220,7 +220,7 @@ def test_errors_show_the_server_message(page: Page, live_server: LiveServer) -> 
     visit = open_page(page, live_server)
     draw(page, 2, n="2")
     error = page.get_by_test_id("error")
-    draw(page, 2, gamma="3", mode="hybrid")  # γ = 3 has no γ-ARVM: 422, the old grid stays
+    draw(page, 2, gamma="3", mode="hybrid")  # γ = 3 has no γ-ARVM: 409, the old grid stays
     expect(error).to_be_visible(timeout=WAIT)
     expect(error).to_contain_text("no γ-ARVM trained for gamma=3")
     expect(page.get_by_test_id("sample-button")).to_have_text("Sample")

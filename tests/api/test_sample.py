@@ -67,14 +67,16 @@ def test_sample_with_nearest_training_images(
         ({"n": 0}, ["n", "greater than or equal to 1"]),
         ({"n": 10_000}, ["n must be in 1..256"]),
         ({"gamma": 4}, ["gamma", "odd"]),
-        ({"gamma": 7}, ["no table g7 built for gamma=7", "built: g3, g5"]),
         ({"mode": "dream"}, ["mode"]),
         ({"temperature": 0}, ["temperature"]),
         ({"budget": 10**9}, ["budget must be in 1..100000"]),
         ({"nearest": 1000}, ["nearest must be in 0..100"]),
-        ({"gamma": 3, "mode": "neural"}, ["no γ-ARVM trained for gamma=3"]),
         ({"colour": "red"}, ["colour", "Extra inputs"]),
         ({"n": "many"}, ["n", "integer"]),
+        ({"n": "5"}, ["n: Input should be a valid integer"]),  # strict: no coercion
+        ({"n": 2.5}, ["n: Input should be a valid integer"]),
+        ({"images": 0}, ["images: Input should be a valid boolean"]),
+        ({"positional": "yes"}, ["positional: Input should be a valid boolean"]),
     ],
 )
 def test_bad_sample_requests_name_the_field(
@@ -83,14 +85,44 @@ def test_bad_sample_requests_name_the_field(
     assert_problem(post(live_server, "/v1/sample", json=body), 422, *words)
 
 
-def test_bad_json_is_422(live_server: LiveServer) -> None:
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_finite_temperature_has_its_own_message(live_server: LiveServer, number: bytes) -> None:
+    """Python's JSON reader takes these literals; the answer must not speak of bounds."""
+    body = b'{"temperature": ' + number + b"}"
     response = post(
-        live_server,
-        "/v1/sample",
-        content=b"{not json",
-        headers={"content-type": "application/json"},
+        live_server, "/v1/sample", content=body, headers={"content-type": "application/json"}
     )
-    assert response.status_code == 422
+    assert_problem(response, 422, "temperature: Input should be a finite number")
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"gamma": 7}, ["no table g7 built for gamma=7", "built: g3, g5"]),
+        ({"gamma": 3, "mode": "neural"}, ["no γ-ARVM trained for gamma=3"]),
+        ({"gamma": 3, "positional": True}, ["no positional table g3p built", "--positional"]),
+    ],
+)
+def test_what_the_run_lacks_is_a_conflict(
+    live_server: LiveServer, body: dict[str, Any], words: list[str]
+) -> None:
+    """A well-formed request the run cannot answer yet: 409, naming what to build."""
+    assert_problem(post(live_server, "/v1/sample", json=body), 409, *words)
+
+
+def test_integers_may_be_written_as_json_numbers_with_a_zero_fraction(
+    live_server: LiveServer,
+) -> None:
+    """JSON Schema's integer: 2.0 is 2, as the schema promises."""
+    body = post(live_server, "/v1/sample", json={"n": 2.0, "seed": 3.0, "images": False}).json()
+    assert len(body["samples"]) == 2 and body["seed"] == 3
+
+
+def test_bad_json_is_a_documented_400(live_server: LiveServer) -> None:
+    broken = {"content": b"{not json", "headers": {"content-type": "application/json"}}
+    assert_problem(post(live_server, "/v1/sample", **broken), 400, "not valid JSON", "character 1")
+    documented = get(live_server, "/openapi.json").json()["paths"]["/v1/sample"]["post"]
+    assert "400" in documented["responses"]
 
 
 def test_health_answers_while_samples_are_made(live_server: LiveServer) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.errors import InvalidInputError
+from service.errors import InvalidInputError, RunError
 from service.ngram.build import BUILD_STAGES, build_table
 from service.ngram.index import NgramIndex
 from service.ngram.store import get_table, list_tables, open_store
@@ -85,9 +85,9 @@ def test_bad_gamma_is_a_clear_error(tmp_path: Path) -> None:
             with pytest.raises(InvalidInputError, match="odd window size"):
                 build_table(con, grids, gamma=gamma)
         build_table(con, grids, gamma=3)
-        with pytest.raises(InvalidInputError, match=r"no table g5 built for gamma=5.*built: g3"):
+        with pytest.raises(RunError, match=r"no table g5 built for gamma=5.*built: g3"):
             NgramIndex.load(con, 5)
-        with pytest.raises(InvalidInputError, match=r"no positional table g3p built.*--positional"):
+        with pytest.raises(RunError, match=r"no positional table g3p built.*--positional"):
             NgramIndex.load(con, 3, positional=True)
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from service.errors import InvalidInputError
+from service.errors import InvalidInputError, RunError
 from service.ngram.modes import Mode, Sampler
 from service.ngram.samples import NEURAL, SampleConfig
 from service.ngram.windows import context_size
@@ -79,8 +79,8 @@ def test_bad_mode_or_missing_network(small_tables: SmallTables) -> None:
     gen = Sampler((CHANNELS, *GRID), small_tables.indexes, {})
     with pytest.raises(InvalidInputError, match="mode must be one of"):
         gen.sample(5, "dream", SampleConfig(n=2))  # type: ignore[arg-type]
-    with pytest.raises(InvalidInputError, match="no γ-ARVM trained for gamma=5"):
+    with pytest.raises(RunError, match="no γ-ARVM trained for gamma=5"):
         gen.sample(5, "hybrid", SampleConfig(n=2))
-    with pytest.raises(InvalidInputError, match="no table g7 built for gamma=7; built: g3, g5"):
+    with pytest.raises(RunError, match="no table g7 built for gamma=7; built: g3, g5"):
         gen.sample(7, "exact", SampleConfig(n=2))
     assert context_size(5) == 12

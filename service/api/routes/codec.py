@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import File, Form, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from pydantic import BeforeValidator
 
 from service.api.common import b64, check_range, v1_router
 from service.api.deps import RunDep, SettingsDep
@@ -25,13 +26,24 @@ from service.latents.bits import TextEncoding, packed_from_text, packed_to_text
 router = v1_router()
 
 
+def _form_bool(value: Any) -> Any:
+    """A form's boolean as the schema spells it, true or false; not 0, "yes" or "on"."""
+    if value in ("true", "false"):
+        return value == "true"
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
 @router.post("/encode", response_model=EncodeResponse, tags=["codec"])
 async def encode(
     run: RunDep,
     settings: SettingsDep,
     files: Annotated[list[UploadFile], File(description="Image files (PNG, JPEG, …).")],
     encoding: Annotated[TextEncoding, Form()] = "hex",
-    reconstruction: Annotated[bool, Form(description="Also return the decoded PNG.")] = False,
+    reconstruction: Annotated[
+        bool, Form(description="Also return the decoded PNG."), BeforeValidator(_form_bool)
+    ] = False,
 ) -> Any:
     """Images → binary latents (and, on request, their reconstructions)."""
     check_range("files", len(files), 1, settings.max_images)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from service.api.deps import ApiKey
 from service.api.metrics import Metrics
 from service.api.schemas import Problem
 from service.api.state import RunHolder
@@ -29,7 +28,6 @@ def readyz(request: Request) -> JSONResponse:
 
 @router.get(
     "/metrics",
-    dependencies=[ApiKey],
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {}}}, 401: {"model": Problem}},
 )

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from service.api.common import v1_router
 from service.api.deps import RunDep
+from service.api.schemas import MAX_JSON_INT
 from service.data.images import png_bytes
 
 router = v1_router()
@@ -18,10 +19,26 @@ router = v1_router()
     "/images/{image_id}",
     tags=["memorization"],
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "the image as PNG"}},
+    responses={
+        200: {
+            "content": {"image/png": {}},
+            "description": "the image as PNG",
+            "headers": {
+                "X-Split": {
+                    "description": "Which split the image is in: train or test.",
+                    "schema": {"type": "string", "enum": ["train", "test"]},
+                },
+                "X-Label": {
+                    "description": "Its class label (see /v1/info class_names).",
+                    "schema": {"type": "string", "pattern": "^-?[0-9]+$"},
+                },
+            },
+        }
+    },
 )
-def image(image_id: Annotated[int, Path(ge=0, le=2**62)], run: RunDep) -> Response:
-    """A training (or test) image of the run as PNG; its label and split in headers."""
+def image(image_id: Annotated[int, Path(ge=0, le=MAX_JSON_INT)], run: RunDep) -> Response:
+    """An image of the run's data set as PNG, from the training or the test split (ids as in
+    images.parquet); the split and label are in the X-Split and X-Label headers."""
     pixels, label, split = run.image(image_id)
     return Response(
         png_bytes(pixels),

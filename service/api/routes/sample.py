@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 from fastapi import Request
 
-from service.api.common import b64, check_range, hits_of, v1_router
+from service.api.common import (
+    b64,
+    check_range,
+    default_gamma,
+    given_or_capped,
+    hits_of,
+    v1_router,
+)
 from service.api.deps import RunDep, SettingsDep
 from service.api.metrics import Metrics
 from service.api.schemas import Hit, Sample, SampleRequest, SampleResponse
@@ -26,18 +33,19 @@ router = v1_router()
 @router.post("/sample", response_model=SampleResponse, tags=["generate"])
 def sample(body: SampleRequest, run: RunDep, settings: SettingsDep, request: Request) -> Any:
     """Draw samples in any mode, with per-sample provenance and optionally nearest neighbours."""
-    check_range("n", body.n, 1, settings.max_n)
-    check_range("budget", body.budget, 1, settings.max_budget)
+    n = given_or_capped(body, "n", settings.max_n)
+    budget = given_or_capped(body, "budget", settings.max_budget)
+    gamma = body.gamma if "gamma" in body.model_fields_set else default_gamma(run.gammas)
+    check_range("n", n, 1, settings.max_n)
+    check_range("budget", budget, 1, settings.max_budget)
     check_range("nearest", body.nearest, 0, settings.max_k)
-    check_gamma(body.gamma)
+    check_gamma(gamma)
     metrics: Metrics = request.app.state.metrics
     started = time.perf_counter()
     with metrics.in_progress.labels("sample").track_inprogress():
-        config = SampleConfig(
-            n=body.n, seed=body.seed, temperature=body.temperature, budget=body.budget
-        )
+        config = SampleConfig(n=n, seed=body.seed, temperature=body.temperature, budget=budget)
         result = run.sample(
-            gamma=body.gamma,
+            gamma=gamma,
             mode=body.mode,
             config=config,
             positional=body.positional,
@@ -48,11 +56,11 @@ def sample(body: SampleRequest, run: RunDep, settings: SettingsDep, request: Req
     metrics.samples.labels(body.mode, "yes").inc(finished)
     metrics.samples.labels(body.mode, "no").inc(len(result.batch) - finished)
     return SampleResponse(
-        gamma=body.gamma,
+        gamma=gamma,
         mode=body.mode,
         seed=body.seed,
         temperature=body.temperature,
-        budget=body.budget,
+        budget=budget,
         positional=body.positional,
         latent_shape=list(run.latent_shape),
         encoding=body.encoding,
