@@ -8,8 +8,22 @@
 
 from models.arvm import ARVMConfig, GammaARVM
 from models.arvm_train import ARVMTrainConfig
-from models.blae import BLAE, PRESETS, BLAEConfig, BLAEOutput, binarize, blae_preset
-from models.blae_train import BLAEMetrics, BLAETrainConfig, evaluate_blae, train_blae
+from models.blae import (
+    BLAE,
+    PRESETS,
+    BLAEConfig,
+    BLAEOutput,
+    binarize,
+    blae_preset,
+    describe_preset,
+)
+from models.blae_train import (
+    BLAEMetrics,
+    BLAETrainConfig,
+    collapse_reason,
+    evaluate_blae,
+    train_blae,
+)
 from models.classifier import Classifier, ClassifierConfig, ClassifierTrainConfig
 from models.classifier_train import train_classifier
 from models.device import autocast_for, enable_tf32, pick_device
@@ -31,6 +45,8 @@ __all__ = [
     "autocast_for",
     "binarize",
     "blae_preset",
+    "collapse_reason",
+    "describe_preset",
     "enable_tf32",
     "evaluate_blae",
     "pick_device",

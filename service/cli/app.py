@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from models import PRESETS
+from models import PRESETS, describe_preset
 from service.errors import InvalidInputError, LatentgramError
 
 try:  # typer 0.24 and later carry their own copy of click, with its own exception classes
@@ -41,10 +41,23 @@ LimitOpt = Annotated[
 ClassesOpt = Annotated[
     str | None, typer.Option(help="Comma-separated labels to keep, e.g. 0,7,9 (default: all).")
 ]
-PresetOpt = Annotated[str, typer.Option(help=f"BL-AE architecture preset: {', '.join(PRESETS)}.")]
+PresetOpt = Annotated[
+    str,
+    typer.Option(
+        help="BL-AE architecture preset, with its latent C×H×W per 28×28 image: "
+        + "; ".join(describe_preset(name) for name in PRESETS)
+        + "."
+    ),
+]
 EpochsOpt = Annotated[int, typer.Option(help="Training epochs (total, also when resuming).", min=1)]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
-GammasOpt = Annotated[str, typer.Option(help="Comma-separated odd window sizes ≥ 3, e.g. 3,5,7.")]
+GammasOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated odd window sizes ≥ 3, e.g. 3,5,7 (default: from local to global, "
+        "3,5,7 on a 4×4 grid, 3,5,7,11,15 on 8×8, 3,5,7,11,17,27,31 on 16×16)."
+    ),
+]
 
 
 def emit(title: str, figures: dict[str, Any]) -> None:

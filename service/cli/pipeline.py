@@ -26,7 +26,7 @@ from service.data.images import make_grid, save_png
 from service.data.sources import DataSpec
 from service.ngram.samples import SampleConfig
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
-from service.run.steps import DEFAULT_GAMMAS, build_run_tables, encode_run, sample_run
+from service.run.steps import build_run_tables, encode_run, sample_run
 from service.training.arvm import recipe, train_run_arvm
 from service.training.autoencoder import train_run_autoencoder
 
@@ -57,16 +57,16 @@ def prepare(
         paths,
         DataSpec(source, limit, parse_int_list(classes, "--classes")),
         preset=preset,
-        train_config=blae_train_config(epochs=epochs),
+        train_config=blae_train_config(preset, epochs=epochs),
         resume=resume,
         device=device,
     )
     encoded = encode_run(paths)
-    built = build_run_tables(paths, DEFAULT_GAMMAS)
+    built = build_run_tables(paths)  # the grid's γ, from local to global
     arvms = {}
     if arvm:
         fallback = recipe("fallback", max_epochs=arvm_max_epochs)
-        for g in DEFAULT_GAMMAS:
+        for g in (t.gamma for t in built):
             summary = train_run_arvm(paths, g, use=fallback, device=device)
             arvms[f"g{g}"] = asdict(summary)
     sheet = paths.reports / "samples-g5.png"

@@ -9,21 +9,24 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from service.cli.app import DeviceOpt, GammasOpt, RunOpt, app, emit, parse_int_list
+from service.cli.app import DeviceOpt, RunOpt, app, emit, parse_int_list
 from service.data.images import make_grid, save_png
 from service.data.parquet import write_latents
 from service.errors import InvalidInputError
 from service.ngram.modes import parse_mode
 from service.ngram.samples import SampleConfig
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
-from service.run.steps import DEFAULT_GAMMAS, sample_run, samples_as_latents
+from service.run.steps import built_gammas, sample_run, samples_as_latents
 from service.training.arvm import recipe, train_run_arvm
 
 
 @app.command("train-arvm")
 def train_arvm_command(
     run: RunOpt = DEFAULT_RUN_DIR,
-    gamma: GammasOpt = ",".join(map(str, DEFAULT_GAMMAS)),
+    gamma: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated γ of built tables (default: every one built)."),
+    ] = None,
     use: Annotated[
         str,
         typer.Option(
@@ -63,8 +66,9 @@ def train_arvm_command(
         seed=seed,
     )
     results = {}
-    for g in parse_int_list(gamma, "--gamma") or DEFAULT_GAMMAS:
-        summary = train_run_arvm(RunPaths(run), g, use=chosen, positional=positional, device=device)
+    paths = RunPaths(run)
+    for g in parse_int_list(gamma, "--gamma") or built_gammas(paths, positional):
+        summary = train_run_arvm(paths, g, use=chosen, positional=positional, device=device)
         results[f"g{g}"] = asdict(summary)
     emit("γ-ARVMs trained", results)
 

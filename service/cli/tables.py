@@ -14,7 +14,7 @@ from service.ngram.migrations import migrate as apply_migrations
 from service.ngram.migrations import status as migration_status
 from service.ngram.store import TableInfo, list_tables, open_store
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
-from service.run.steps import DEFAULT_GAMMAS, build_run_tables
+from service.run.steps import build_run_tables
 
 
 @app.command()
@@ -42,14 +42,14 @@ def migrate(
 @app.command()
 def build(
     run: RunOpt = DEFAULT_RUN_DIR,
-    gamma: GammasOpt = ",".join(map(str, DEFAULT_GAMMAS)),
+    gamma: GammasOpt = None,
     positional: Annotated[
         bool, typer.Option(help="Add the position (y, x) to every context key.")
     ] = False,
 ) -> None:
     """Build the exact n-gram tables (context → next-token histograms) of the training latents."""
-    gammas = parse_int_list(gamma, "--gamma") or DEFAULT_GAMMAS
-    built = build_run_tables(RunPaths(run), gammas, positional=positional)
+    gammas = parse_int_list(gamma, "--gamma")
+    built = build_run_tables(RunPaths(run), gammas or None, positional=positional)
     emit("tables built", {t.name: table_figures(t) for t in built})
 
 

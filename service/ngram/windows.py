@@ -29,6 +29,35 @@ def check_gamma(gamma: int) -> int:
     return int(gamma)
 
 
+def global_gamma(height: int, width: int) -> int:
+    """The smallest γ whose window holds every earlier position of an H×W grid (7 on 4×4, 15
+    on 8×8, 31 on 16×16): a larger γ sees the same contexts."""
+    return max(3, 2 * max(height, width) - 1)
+
+
+def check_gamma_fits(gamma: int, height: int, width: int) -> int:
+    """γ itself, or InvalidInputError when it is wider than the grid's global window."""
+    top = global_gamma(height, width)
+    if check_gamma(gamma) > top:
+        raise InvalidInputError(
+            f"gamma={gamma} is wider than the global window of a {height}×{width} grid: "
+            f"choose an odd γ in 3..{top} (γ = {top} already sees every earlier position)"
+        )
+    return gamma
+
+
+def default_gammas(height: int, width: int) -> tuple[int, ...]:
+    """γ from local to global, enough to draw memorization against γ: 3, 5, 7, then about ×1.5
+    a step, and the global window last ((3, 5, 7) on 4×4, (3, 5, 7, 11, 15) on 8×8)."""
+    top = global_gamma(height, width)
+    gammas = [g for g in (3, 5) if g < top]
+    g = 7
+    while g < top:
+        gammas.append(g)
+        g = max(g + 2, round(g * 1.5) | 1)
+    return (*gammas, top)
+
+
 @cache
 def context_offsets(gamma: int) -> np.ndarray:
     """(K, 2) array of (dy, dx) in the fixed context order; K = 2r(r+1)."""

@@ -27,7 +27,7 @@ from service.ngram.modes import Mode, Sampler
 from service.ngram.samples import SampleBatch, SampleConfig
 from service.ngram.store import TableInfo, get_table, list_tables, open_store
 from service.ngram.tokens import tokens_to_bits
-from service.ngram.windows import check_gamma
+from service.ngram.windows import check_gamma, check_gamma_fits, default_gammas
 from service.run.models import blae_training_data, has_arvm, load_arvm, load_blae
 from service.run.paths import RunPaths
 from service.run.record import read_run_json, update_run_json
@@ -104,20 +104,28 @@ def select_latents(latents: LatentSet, ids: Sequence[int] | None, limit: int | N
     return latents
 
 
-DEFAULT_GAMMAS = (3, 5, 7)  # on a 4×4 grid, γ = 7 already sees every earlier position
+def built_gammas(paths: RunPaths, positional: bool = False) -> list[int]:
+    """The γ of the run's tables of one family, ascending."""
+    with open_store(paths.require(paths.store, "build"), read_only=True) as con:
+        return [t.gamma for t in list_tables(con) if t.positional == positional]
 
 
 def build_run_tables(
     paths: RunPaths,
-    gammas: Sequence[int] = DEFAULT_GAMMAS,
+    gammas: Sequence[int] | None = None,
     *,
     positional: bool = False,
     progress: bool = True,
 ) -> list[TableInfo]:
-    """Build (or rebuild) the n-gram tables of the run's training latents, one per γ."""
-    for gamma in gammas:
+    """Build (or rebuild) the n-gram tables of the run's training latents, one per γ; without
+    `gammas`, the grid's default ones, from local to global (ngram/windows.py)."""
+    for gamma in gammas or ():
         check_gamma(gamma)
     latents = read_latents(paths.require(paths.latents, "encode"))
+    _, height, width = latents.shape
+    gammas = gammas or default_gammas(height, width)
+    for gamma in gammas:
+        check_gamma_fits(gamma, height, width)
     blae = paths.require(paths.blae_weights, "train-ae")
     if latents.model_sha256 != file_sha256(blae):
         raise RunError(

@@ -21,6 +21,7 @@ from models import (
     BLAEMetrics,
     BLAETrainConfig,
     blae_preset,
+    collapse_reason,
     evaluate_blae,
     train_blae,
 )
@@ -40,6 +41,11 @@ log = logging.getLogger(__name__)
 # Evaluation on full splits costs a fifth of an epoch: epochs before the last use subsets.
 EVAL_TRAIN_IMAGES = 10_000  # train images evaluated after the last epoch
 EVAL_SUBSET = 2_000  # train and test images evaluated after the other epochs
+# A collapse shows early: the first epoch is probed on a few training images every so many steps,
+# so a run that will not recover says so in its first minutes, not after its last epoch.
+PROBE_IMAGES = 512
+PROBE_EVERY = 100  # steps
+COLLAPSE_HINT = "lower --lr, or try another --preset; the run goes on"
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,11 @@ def train_run_autoencoder(
     except ValueError as exc:  # the config's own checks, phrased for users
         raise InvalidInputError(str(exc)) from exc
     trainer = AutoencoderTraining(
-        paths, images, config, train_config or BLAETrainConfig(), data_record(data, images)
+        paths,
+        images,
+        config,
+        train_config or BLAETrainConfig.for_preset(preset),
+        data_record(data, images),
     )
     return trainer.run(resume=resume, device=device, progress=progress, stop_epoch=stop_epoch)
 
@@ -143,13 +153,24 @@ class AutoencoderTraining:
         started = time.perf_counter()
         self.records = _read_records(self.paths)
 
+        probe = torch.from_numpy(np.ascontiguousarray(train_images[:PROBE_IMAGES]))
+        steps_per_epoch = -(-len(train_images) // self.train_config.batch_size)
+        first_epoch = [True]  # probed until the first epoch ends
+
         def on_step(step: int, loss: float) -> None:
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss:.4f}")
+            if first_epoch[0] and step % PROBE_EVERY == PROBE_EVERY - 1:
+                metrics = evaluate_blae(model, probe, precision=self.train_config.precision)
+                trained = start_epoch * steps_per_epoch + step + 1
+                reason = collapse_reason(metrics, len(probe), trained)
+                if reason:
+                    _warn(bar, f"the BL-AE code collapsed at step {step + 1}: {reason}")
 
         def on_epoch(epoch: int, model: BLAE, optim: torch.optim.Optimizer) -> None:
-            shown = self._end_epoch(epoch, model, optim, epoch == last_epoch, started)
+            first_epoch[0] = False
+            shown = self._end_epoch(epoch, model, optim, epoch == last_epoch, started, bar)
             bar.set_postfix(psnr_bin=f"{shown.psnr_binary:.2f}", brate=f"{shown.brate:.3f}")
 
         train_blae(
@@ -222,17 +243,30 @@ class AutoencoderTraining:
         return tqdm(total=total, desc="train BL-AE", unit="step", disable=not show)
 
     def _end_epoch(
-        self, epoch: int, model: BLAE, optim: torch.optim.Optimizer, final: bool, started: float
+        self,
+        epoch: int,
+        model: BLAE,
+        optim: torch.optim.Optimizer,
+        final: bool,
+        started: float,
+        bar: tqdm,
     ) -> BLAEMetrics:
-        """Evaluate, append the metrics record, redraw the curve, checkpoint; returns the
-        figures to show (test, or train without a test split)."""
+        """Evaluate, append the metrics record (with the collapse check), redraw the curve,
+        checkpoint; returns the figures to show (test, or train without a test split)."""
         train_m, test_m = _evaluate(model, self.images, self.train_config.precision, final=final)
+        train_images = len(self.images.split("train").images)
+        evaluated = min(train_images, EVAL_TRAIN_IMAGES if final else EVAL_SUBSET)
+        trained = epoch * -(-train_images // self.train_config.batch_size)
+        collapse = collapse_reason(train_m, evaluated, trained)
+        if collapse:
+            _warn(bar, f"the BL-AE code is collapsed after epoch {epoch}: {collapse}")
         record = {
             "epoch": epoch,
             "full_evaluation": final,
             "elapsed_s": round(time.perf_counter() - started, 1),
             "train": asdict(train_m),
             "test": asdict(test_m) if test_m is not None else None,
+            "collapse": collapse,
         }
         self.records.append(record)
         self.paths.reports.mkdir(parents=True, exist_ok=True)
@@ -247,7 +281,7 @@ class AutoencoderTraining:
             optimizer=optim,
             data=self.data,
         )
-        self.last.update(train=train_m, test=test_m, sha256=sha256)
+        self.last.update(train=train_m, test=test_m, sha256=sha256, collapse=collapse)
         log.info("epoch %d: %s", epoch, record)
         return test_m or train_m
 
@@ -265,9 +299,19 @@ class AutoencoderTraining:
                 "weights_sha256": last["sha256"],
                 "train_metrics": asdict(last["train"]),
                 "test_metrics": asdict(last["test"]) if last["test"] else None,
+                "collapse": last.get("collapse"),
             },
         )
         return TrainingSummary(epochs_done, wall, last["train"], last["test"], last["sha256"])
+
+
+def _warn(bar: tqdm, message: str) -> None:
+    """A warning above the progress bar, or in the log when there is no bar."""
+    text = f"{message} ({COLLAPSE_HINT})"
+    if bar.disable:
+        log.warning(text)
+    else:
+        bar.write(f"warning: {text}")
 
 
 def _read_records(paths: RunPaths) -> list[dict[str, Any]]:

@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from models import BLAE, PRESETS, BLAEConfig, BLAETrainConfig, binarize, blae_preset
+from models import (
+    BLAE,
+    PRESETS,
+    BLAEConfig,
+    BLAEMetrics,
+    BLAETrainConfig,
+    binarize,
+    blae_preset,
+    collapse_reason,
+    evaluate_blae,
+)
 from service.ngram.tokens import bits_to_tokens
 
 
@@ -26,8 +36,19 @@ def test_presets_build_and_latent_geometry() -> None:
         if name == "paper-t5":  # 8196-wide layers: fine to build, slow to allocate in a unit test
             continue
         model = BLAE(config)
-        assert model.encode(torch.rand(1, 1, 28, 28)).shape == (1, *config.latent_shape)
-    assert PRESETS["default"].latent_shape == (12, 4, 4)
+        images = torch.rand(1, config.image_channels, config.image_size, config.image_size)
+        assert model.encode(images).shape == (1, *config.latent_shape)
+        assert model.decode(binarize(model.encode(images))).shape == images.shape
+    shapes = {name: config.latent_shape for name, config in PRESETS.items()}
+    assert shapes["default"] == (12, 4, 4)
+    assert shapes["grid8"] == (4, 8, 8) and shapes["grid16"] == (1, 16, 16)  # 256 bits each
+    assert shapes["rgb32"] == (16, 4, 4) and PRESETS["rgb32"].image_channels == 3
+
+
+def test_a_preset_refuses_images_larger_than_its_grid_takes() -> None:
+    with pytest.raises(ValueError, match="takes images of at most 32 px, got 64"):
+        blae_preset("grid8", image_size=64)
+    assert blae_preset("grid8", image_size=32).latent_shape == (4, 8, 8)  # CIFAR-sized
 
 
 def test_config_round_trips_through_dict() -> None:
@@ -48,3 +69,32 @@ def test_initial_codes_are_not_collapsed() -> None:
     tokens = bits_to_tokens((codes > 0).numpy())
     assert len(np.unique(tokens)) > 32
     assert codes.abs().mean() < 0.9  # not saturated from the start
+
+
+def test_collapse_detector_fires_on_a_constant_encoder() -> None:
+    """An encoder whose last layer ignores its input: one code for every image."""
+    torch.manual_seed(0)
+    model = BLAE(PRESETS["tiny"])
+    last = model.encoder[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(1.0)
+    images = (torch.rand(64, 1, 28, 28) * 255).to(torch.uint8)
+    metrics = evaluate_blae(model, images)
+    assert metrics.distinct_codes == 1 / 64 and metrics.top_code_share == 1.0
+    assert collapse_reason(metrics, len(images), steps=0) == "100% of images share one code"
+
+
+def test_collapse_detector_reads_reconstructions_against_the_mean_image() -> None:
+    fields = dict(mse=0.1, psnr=10.0, brate=1.0, psnr_mean_image=10.0)
+    healthy = dict(distinct_codes=1.0, top_code_share=0.01)
+    flat = BLAEMetrics(psnr_binary=10.5, **fields, **healthy)
+    said = collapse_reason(flat, 100, steps=200) or ""
+    assert "no better than the mean image (10.0 dB)" in said
+    assert collapse_reason(flat, 100, steps=20) is None  # too early: every decoder starts there
+    assert collapse_reason(BLAEMetrics(psnr_binary=17.0, **fields, **healthy), 100, 200) is None
+    shared = BLAEMetrics(psnr_binary=17.0, **fields, distinct_codes=0.9, top_code_share=0.6)
+    assert collapse_reason(shared, 100, 200) == "60% of images share one code"
+    assert collapse_reason(shared, 10, 200) is None  # too few images to say
+    few = BLAEMetrics(psnr_binary=17.0, **fields, distinct_codes=0.15, top_code_share=0.17)
+    assert collapse_reason(few, 1000, 200) == "1000 images have only 15% as many distinct codes"

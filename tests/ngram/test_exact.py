@@ -67,14 +67,15 @@ def assert_windows_are_training_windows(
 
 
 @pytest.mark.parametrize(
-    ("side", "channels", "gamma", "images"), [(8, 3, 3, 150), (8, 4, 5, 60), (16, 1, 3, 60)]
+    ("side", "channels", "gamma", "images"),
+    [(8, 3, 3, 150), (8, 4, 5, 60), (16, 1, 3, 60), (16, 1, 15, 40), (16, 1, 31, 20)],
 )
 def test_larger_grids_keep_every_window_a_named_training_window(
     tmp_path: Path, side: int, channels: int, gamma: int, images: int
 ) -> None:
     """8×8 and 16×16×1 grids (the paper's figure 2 shapes), from smooth random grids so that
-    windows recur and the search has real choices; on 8×8 at γ = 3 positions run out of
-    candidates, some at row starts, and backjumping jumps."""
+    windows recur and the search has real choices, up to γ = 31, the global window of 16×16; on
+    8×8 at γ = 3 positions run out of candidates, some at row starts, and backjumping jumps."""
     rng = np.random.default_rng(11)
     training = rng.integers(0, 1 << channels, (images, side, side))
     keep = rng.random(training.shape) < 0.8  # mostly copy the left neighbour: windows recur

@@ -34,10 +34,12 @@ def test_noise_drives_codes_binary(fashion_small: DataSpec) -> None:
 def test_tiny_run_writes_metrics_curve_and_checkpoint(tiny_run: RunPaths) -> None:
     records = [json.loads(x) for x in tiny_run.blae_metrics.read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    assert {"psnr_binary", "brate", "mse"} <= set(records[-1]["test"])
+    assert {"psnr_binary", "brate", "mse", "distinct_codes"} <= set(records[-1]["test"])
+    assert [r["collapse"] for r in records] == [None, None]  # a healthy run is not flagged
     assert tiny_run.blae_curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     run = read_run_json(tiny_run)
     assert run["blae"]["weights_sha256"] == load_blae(tiny_run).sha256
+    assert run["blae"]["collapse"] is None and run["blae"]["test_metrics"]["distinct_codes"] > 0.9
     assert run["data"]["train"] == 512 and run["data"]["test"] == 512
     assert "torch" in run["versions"]
 
