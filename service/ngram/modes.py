@@ -30,7 +30,7 @@ from service.ngram.samples import (
     uniform,
 )
 from service.ngram.store import missing_table_message
-from service.ngram.windows import context_keys, gather_contexts, pad_grids
+from service.ngram.windows import check_gamma_fits, context_keys, gather_contexts, pad_grids
 
 Mode = Literal["exact", "backoff", "hybrid", "neural"]  # the one list of sampling modes
 MODES: tuple[Mode, ...] = get_args(Mode)
@@ -63,6 +63,7 @@ class Sampler:
         """n samples in `mode`; failed exact samples are finished in hybrid mode if asked."""
         if mode not in MODES:
             raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        check_gamma_fits(gamma, *self.latent_shape[1:])
         if mode != "neural" and gamma not in self.indexes:
             built = [i.info.name for _, i in sorted(self.indexes.items())]
             raise RunError(missing_table_message(gamma, self.positional, built))

@@ -40,7 +40,7 @@ def check_gamma_fits(gamma: int, height: int, width: int) -> int:
     top = global_gamma(height, width)
     if check_gamma(gamma) > top:
         raise InvalidInputError(
-            f"gamma={gamma} is wider than the global window of a {height}×{width} grid: "
+            f"gamma={gamma} is wider than the global window of the {height}×{width} grid: "
             f"choose an odd γ in 3..{top} (γ = {top} already sees every earlier position)"
         )
     return gamma
