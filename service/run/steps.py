@@ -183,6 +183,7 @@ def load_sampler(paths: RunPaths, *, gamma: int, mode: Mode, positional: bool = 
     """The tables and γ-ARVM that sampling in `mode` at `gamma` needs, loaded from the run."""
     check_gamma(gamma)
     latents = read_latents(paths.require(paths.latents, "encode"))
+    check_gamma_fits(gamma, *latents.shape[1:])
     indexes = {}
     if mode != "neural":
         with open_store(paths.require(paths.store, "build"), read_only=True) as con:

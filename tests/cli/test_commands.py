@@ -147,7 +147,7 @@ def test_hybrid_mode_finishes_every_sample(prepared: tuple[RunPaths, str], tmp_p
         (("build", "--gamma", "9"), "wider than the global window of the 4×4 grid"),
         (("train-ae", "--preset", "huge", "--limit", "16"), "choose one of"),
         (("ablate-sigma", "--noises", "uniform"), "noises must be among triangular, gaussian"),
-        (("sample", "--gamma", "7"), "no table g7 built for gamma=7"),
+        (("sample", "--gamma", "5", "--positional"), "no positional table g5p built"),
         (("sample", "--gamma", "9"), "wider than the global window of the 4×4 grid"),
         (("sample", "--temperature", "0"), "temperature must be in"),
         (("train-arvm", "--use", "dream"), "use must be one of fallback, memorizer"),
