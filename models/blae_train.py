@@ -60,6 +60,10 @@ class BLAETrainConfig(ModelConfig):
             fields["lr"] = PRESET_LR.get(preset, cls.lr)
         return cls(**fields)
 
+    def steps_per_epoch(self, images: int) -> int:
+        """Optimizer steps in one pass over `images` training images (the last batch short)."""
+        return -(-images // self.batch_size)
+
     def polish_steps(self, images: int) -> int:
         """Decoder-only steps after the last epoch, for `images` training images."""
         return -(-round(images * self.decoder_polish) // self.batch_size)
@@ -179,7 +183,7 @@ def train_blae(
     device = next(model.parameters()).device
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    steps_per_epoch = -(-len(train_images) // config.batch_size)
+    steps_per_epoch = config.steps_per_epoch(len(train_images))
     total_steps = config.epochs * steps_per_epoch
     model.train()
     for epoch in range(start_epoch, min(config.epochs, stop_epoch or config.epochs)):

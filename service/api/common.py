@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from service.api.schemas import Hit, Problem
 from service.errors import InvalidInputError
+from service.run.loaded import LoadedRun
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "the body is not valid JSON"},
@@ -36,6 +37,12 @@ def given_or_capped(body: BaseModel, field: str, limit: int) -> int:
     request is a valid one (/openapi.json states the same default)."""
     value: int = getattr(body, field)
     return value if field in body.model_fields_set else min(value, limit)
+
+
+def max_hits(max_k: int, run: LoadedRun | None) -> int:
+    """The most nearest training images one query may ask for: max_k, and no more than the run
+    has (the run unknown while it loads)."""
+    return max_k if run is None else min(max_k, run.train_images)
 
 
 def default_gamma(built: list[int]) -> int:

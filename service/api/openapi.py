@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from service.api.common import default_gamma
+from service.api.common import default_gamma, max_hits
 from service.api.handlers import PROTECTED
 from service.api.settings import Settings
 from service.api.state import RunHolder
@@ -61,8 +61,7 @@ def narrowed(static: Schema, settings: Settings, run: LoadedRun | None) -> Schem
     _cap(sample["n"], settings.max_n)
     _cap(sample["budget"], settings.max_budget)
     _cap(sample["nearest"], settings.max_k)
-    k_max = settings.max_k if run is None else min(settings.max_k, run.train_images)
-    _cap(schemas["NearestRequest"]["properties"]["k"], k_max)
+    _cap(schemas["NearestRequest"]["properties"]["k"], max_hits(settings.max_k, run))
     schemas["DecodeRequest"]["properties"]["bits"]["maxItems"] = settings.max_images
     _narrow_uploads(doc, settings)
     if run is not None:

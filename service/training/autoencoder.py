@@ -154,22 +154,23 @@ class AutoencoderTraining:
         self.records = _read_records(self.paths)
 
         probe = torch.from_numpy(np.ascontiguousarray(train_images[:PROBE_IMAGES]))
-        steps_per_epoch = -(-len(train_images) // self.train_config.batch_size)
-        first_epoch = [True]  # probed until the first epoch ends
+        first_epoch = True  # probed until the first epoch ends
 
         def on_step(step: int, loss: float) -> None:
             bar.update(1)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss:.4f}")
-            if first_epoch[0] and step % PROBE_EVERY == PROBE_EVERY - 1:
+            if first_epoch and step % PROBE_EVERY == PROBE_EVERY - 1:
                 metrics = evaluate_blae(model, probe, precision=self.train_config.precision)
-                trained = start_epoch * steps_per_epoch + step + 1
+                trained = start_epoch * self.train_config.steps_per_epoch(len(train_images))
+                trained += step + 1
                 reason = collapse_reason(metrics, len(probe), trained)
                 if reason:
                     _warn(bar, f"the BL-AE code collapsed at step {step + 1}: {reason}")
 
         def on_epoch(epoch: int, model: BLAE, optim: torch.optim.Optimizer) -> None:
-            first_epoch[0] = False
+            nonlocal first_epoch
+            first_epoch = False
             shown = self._end_epoch(epoch, model, optim, epoch == last_epoch, started, bar)
             bar.set_postfix(psnr_bin=f"{shown.psnr_binary:.2f}", brate=f"{shown.brate:.3f}")
 
@@ -233,7 +234,7 @@ class AutoencoderTraining:
         return model, start_epoch, optimizer
 
     def _progress_bar(self, images: int, start_epoch: int, last_epoch: int, show: bool) -> tqdm:
-        steps_per_epoch = -(-images // self.train_config.batch_size)
+        steps_per_epoch = self.train_config.steps_per_epoch(images)
         polish = (
             self.train_config.polish_steps(images) if last_epoch == self.train_config.epochs else 0
         )
@@ -256,7 +257,7 @@ class AutoencoderTraining:
         train_m, test_m = _evaluate(model, self.images, self.train_config.precision, final=final)
         train_images = len(self.images.split("train").images)
         evaluated = min(train_images, EVAL_TRAIN_IMAGES if final else EVAL_SUBSET)
-        trained = epoch * -(-train_images // self.train_config.batch_size)
+        trained = epoch * self.train_config.steps_per_epoch(train_images)
         collapse = collapse_reason(train_m, evaluated, trained)
         if collapse:
             _warn(bar, f"the BL-AE code is collapsed after epoch {epoch}: {collapse}")

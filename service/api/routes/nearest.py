@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from service.api.common import check_range, given_or_capped, hits_of, v1_router
+from service.api.common import check_range, given_or_capped, hits_of, max_hits, v1_router
 from service.api.deps import RunDep, SettingsDep
 from service.api.schemas import NearestRequest, NearestResponse
 from service.data.images import read_image
@@ -18,8 +18,9 @@ router = v1_router()
 @router.post("/nearest", response_model=NearestResponse, tags=["memorization"])
 def nearest(body: NearestRequest, run: RunDep, settings: SettingsDep) -> Any:
     """The k training images nearest to an image or a latent, by pixel PSNR or Hamming distance."""
-    k = given_or_capped(body, "k", min(settings.max_k, run.train_images))
-    check_range("k", k, 1, min(settings.max_k, run.train_images))
+    limit = max_hits(settings.max_k, run)
+    k = given_or_capped(body, "k", limit)
+    check_range("k", k, 1, limit)
     if (body.image_png is None) == (body.bits is None):
         raise InvalidInputError("give exactly one of image_png and bits")
     if body.bits is not None:
