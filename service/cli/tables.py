@@ -15,6 +15,7 @@ from service.ngram.migrations import status as migration_status
 from service.ngram.store import TableInfo, list_tables, open_store
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
 from service.run.steps import build_run_tables
+from service.settings import BuildSettings
 
 
 @app.command()
@@ -46,10 +47,36 @@ def build(
     positional: Annotated[
         bool, typer.Option(help="Add the position (y, x) to every context key.")
     ] = False,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="duckdb (this machine; memory bounded by --memory-limit) or spark (pyspark, "
+            "local or a cluster). Default: LATENTGRAM_BUILD_ENGINE, else duckdb."
+        ),
+    ] = None,
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="DuckDB's memory limit for the build, e.g. 4GB; the GROUP BY spills to "
+            "<run>/tmp past it. Default: LATENTGRAM_BUILD_MEMORY_LIMIT, else DuckDB's (80% of RAM)."
+        ),
+    ] = None,
+    spark_master: Annotated[
+        str | None,
+        typer.Option(
+            help="Spark master for --engine spark: local[*], local[N], spark://HOST:PORT, yarn, "
+            "k8s://https://HOST:PORT. Default: LATENTGRAM_BUILD_SPARK_MASTER, else local[*]."
+        ),
+    ] = None,
 ) -> None:
     """Build the exact n-gram tables (context → next-token histograms) of the training latents."""
     gammas = parse_int_list(gamma, "--gamma")
-    built = build_run_tables(RunPaths(run), gammas or None, positional=positional)
+    settings = BuildSettings.from_env(
+        engine=engine, memory_limit=memory_limit, spark_master=spark_master
+    )
+    built = build_run_tables(
+        RunPaths(run), gammas or None, positional=positional, settings=settings
+    )
     emit("tables built", {t.name: table_figures(t) for t in built})
 
 

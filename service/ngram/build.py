@@ -1,5 +1,10 @@
-"""Building a γ table (DESIGN.md §4): every window of the training token grids, counted by one
-DuckDB GROUP BY into context → token → (count, distinct images, smallest image id).
+"""Building a γ table (DESIGN.md §4, §10): every window of the training token grids, counted by
+one DuckDB GROUP BY into context → token → (count, distinct images, smallest image id).
+
+The windows are extracted a chunk of whole images at a time and appended to a temporary DuckDB
+table, so the build's own memory does not grow with the corpus: DuckDB holds the windows within
+its memory limit and spills past it (limit_memory). Another engine's histogram files (the Spark
+build, spark_build.py) are written into the store by the same commit_table.
 
 A build runs in one transaction under a staging table id and replaces the previous table of the
 same name in that transaction, so a build killed at any moment leaves the previous table in
@@ -10,15 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from service.errors import InvalidInputError, RunError
+from service.errors import InvalidInputError, RunError, first_line
 from service.ngram.store import TableInfo, get_table, table_name
 from service.ngram.tokens import TokenGrids
 from service.ngram.windows import WindowSet, build_windows, check_gamma, extract_windows
@@ -29,6 +36,13 @@ log = logging.getLogger(__name__)
 BUILD_STAGES = ("windows", "histograms", "contexts", "replaced", "committed")
 StageHook = Callable[[str], None]
 
+# Windows extracted at once: 4 M rows hold ~100 MB of keys, tokens and ids and K·2 bytes a row of
+# contexts (~200 MB at γ = 7); the default run's 960,000 windows are one chunk.
+CHUNK_WINDOWS = 1 << 22
+COLLISION = "two different contexts share a 64-bit key: report this, it should not happen"
+# What DuckDB's memory_limit takes: a number and a unit (B, KB, MiB, GB, …) or a percentage.
+_MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B|bytes|%)?", re.IGNORECASE)
+
 
 @dataclass(frozen=True)
 class BuildInput:
@@ -36,6 +50,35 @@ class BuildInput:
 
     windows: pa.Table  # context_key, token, image, first_in_image
     contexts: pa.Table  # context_key, position, context (tokens as little-endian uint32 bytes)
+
+
+@dataclass(frozen=True)
+class TableShape:
+    """What the catalogue records of the latents a table is built from."""
+
+    channels: int  # C
+    height: int
+    width: int
+    model_sha256: str
+
+    @classmethod
+    def of(cls, grids: TokenGrids) -> TableShape:
+        _, h, w = grids.tokens.shape
+        return cls(grids.channels, h, w, grids.model_sha256)
+
+    def check(self, grids: TokenGrids) -> None:
+        """RunError when a later batch of grids is not of the first batch's shape and model."""
+        if TableShape.of(grids) != self:
+            raise RunError(f"latents change shape or model between batches: {grids.tokens.shape}")
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """The latents a table counts: their shape, windows (None: the sum of the counts) and images."""
+
+    shape: TableShape
+    windows: int | None
+    images: int
 
 
 def histogram_query(windows: str) -> str:
@@ -99,10 +142,16 @@ def windows_table(win: WindowSet, classes: np.ndarray) -> pa.Table:
     )
 
 
-def build_input(grids: TokenGrids, gamma: int, positional: bool) -> BuildInput:
-    """Windows and distinct contexts of the grids, with an exact check of the hash keys."""
+def window_rows(grids: TokenGrids, gamma: int, positional: bool) -> tuple[WindowSet, pa.Table]:
+    """The windows of the grids, and what histogram_query reads of them."""
     _, h, w = grids.tokens.shape
     win = build_windows(grids.tokens, grids.image_ids, gamma, grids.pad, positional=positional)
+    return win, windows_table(win, pad_pattern_classes(gamma, h, w, positional))
+
+
+def context_rows(win: WindowSet, positional: bool) -> pa.Table:
+    """The distinct contexts of a set of windows (context_key, position, context as
+    little-endian uint32 bytes), after an exact check of their hash keys."""
     keys, first_of_key, key_of_window = np.unique(win.keys, return_index=True, return_inverse=True)
     check_keys(win.contexts, first_of_key[key_of_window])
     slots_of_keys = np.take(win.contexts.T, first_of_key, axis=1)  # gathers whole slots
@@ -115,11 +164,13 @@ def build_input(grids: TokenGrids, gamma: int, positional: bool) -> BuildInput:
         if positional
         else pa.nulls(len(keys), pa.int32())
     )
-    windows = windows_table(win, pad_pattern_classes(gamma, h, w, positional))
-    contexts = pa.table(
-        {"context_key": keys, "position": position, "context": blob.cast(pa.binary())}
-    )
-    return BuildInput(windows, contexts)
+    return pa.table({"context_key": keys, "position": position, "context": blob.cast(pa.binary())})
+
+
+def build_input(grids: TokenGrids, gamma: int, positional: bool) -> BuildInput:
+    """Windows and distinct contexts of the grids, with an exact check of the hash keys."""
+    win, windows = window_rows(grids, gamma, positional)
+    return BuildInput(windows, context_rows(win, positional))
 
 
 def check_keys(contexts: np.ndarray, first_window: np.ndarray) -> None:
@@ -132,57 +183,220 @@ def check_keys(contexts: np.ndarray, first_window: np.ndarray) -> None:
     earlier = first_window[later]
     for slot in contexts.T:
         if not np.array_equal(slot[later], slot[earlier]):
-            raise RunError(
-                "two different contexts share a 64-bit key: report this, it should not happen"
-            )
+            raise RunError(COLLISION)
+
+
+def images_per_chunk(height: int, width: int, windows: int = CHUNK_WINDOWS) -> int:
+    """Whole images whose windows make about `windows` rows."""
+    return max(1, windows // (height * width))
+
+
+def in_chunks(grids: TokenGrids, images: int) -> Iterator[TokenGrids]:
+    """The grids `images` at a time, in order."""
+    for start in range(0, len(grids), images):
+        part = slice(start, start + images)
+        yield TokenGrids(
+            grids.tokens[part], grids.image_ids[part], grids.channels, grids.model_sha256
+        )
+
+
+def parse_memory_limit(text: str) -> str:
+    """A DuckDB memory size such as 4GB, 512MiB or 80%, stripped; InvalidInputError otherwise."""
+    if not _MEMORY_LIMIT.fullmatch(text.strip()):
+        raise InvalidInputError(
+            f"memory limit must be a size such as 4GB, 512MB or 2GiB, got {text!r}"
+        )
+    return text.strip()
+
+
+def limit_memory(
+    con: duckdb.DuckDBPyConnection, memory_limit: str | None, temp_directory: Path | None
+) -> None:
+    """Bound the memory DuckDB may use (the GROUP BY spills past it) and say where it spills.
+    Set once per connection, before the first build: DuckDB refuses to move a temp directory
+    it has used."""
+    if temp_directory is not None:
+        con.execute(f"SET temp_directory = '{_quoted(temp_directory)}'")
+    if memory_limit is not None:
+        limit = parse_memory_limit(memory_limit)
+        try:
+            con.execute(f"SET memory_limit = '{limit}'")
+        except duckdb.Error as exc:
+            raise InvalidInputError(
+                f"memory limit {memory_limit!r} is not a size DuckDB takes: {first_line(exc)}"
+            ) from None
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
 
 
 def build_table(
     con: duckdb.DuckDBPyConnection,
-    grids: TokenGrids,
+    grids: TokenGrids | Iterable[TokenGrids],
     *,
     gamma: int,
     positional: bool = False,
     run: str = "",
     on_stage: StageHook | None = None,
+    chunk_windows: int = CHUNK_WINDOWS,
 ) -> TableInfo:
     """Count every (context, token) of the training grids into a new ready γ table, replacing
-    the previous table of the same name in the same transaction."""
+    the previous table of the same name in the same transaction.
+
+    `grids` is one set of grids or batches of whole images (iter_train_grids streams them from
+    latents.parquet). The windows of about `chunk_windows` rows are extracted at a time and
+    appended to a temporary DuckDB table, so only DuckDB holds them all, within its memory limit
+    (limit_memory), spilling to its temp directory past it.
+    """
     check_gamma(gamma)
-    if len(grids) == 0:
-        raise InvalidInputError("latents have no training split to build from")
     stage = on_stage or (lambda _: None)
     started = time.perf_counter()
-    built = build_input(grids, gamma, positional)
+    if isinstance(grids, TokenGrids):
+        grids = in_chunks(grids, images_per_chunk(*grids.tokens.shape[1:], chunk_windows))
+    shape: TableShape | None = None
+    windows = images = chunks = 0
+    try:
+        for part in grids:
+            if not len(part):
+                continue
+            shape = shape or TableShape.of(part)
+            shape.check(part)
+            per_chunk = images_per_chunk(shape.height, shape.width, chunk_windows)
+            for chunk in in_chunks(part, per_chunk):
+                built = build_input(chunk, gamma, positional)
+                _append(con, "lg_windows", built.windows, first=chunks == 0)
+                _append(con, "lg_contexts", built.contexts, first=chunks == 0)
+                windows, images, chunks = (
+                    windows + len(built.windows),
+                    images + len(chunk),
+                    chunks + 1,
+                )
+        if shape is None:
+            raise InvalidInputError("latents have no training split to build from")
+        stage("windows")
+        source = TableSource(shape, windows, images)
+        return commit_table(
+            con,
+            source,
+            histogram_query("lg_windows"),
+            "lg_contexts",
+            gamma=gamma,
+            positional=positional,
+            run=run,
+            distinct_contexts=chunks == 1,
+            stage=stage,
+            started=started,
+        )
+    finally:
+        for table in ("lg_windows", "lg_contexts"):
+            con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+
+
+def import_table(
+    con: duckdb.DuckDBPyConnection,
+    histograms: Path,
+    contexts: Path,
+    shape: TableShape,
+    *,
+    images: int,
+    gamma: int,
+    positional: bool = False,
+    run: str = "",
+    on_stage: StageHook | None = None,
+    started: float | None = None,
+) -> TableInfo:
+    """A table from another engine's Parquet folders (spark_build.py): histograms
+    (context_key, token, count, images, example_image) and contexts (context_key, position,
+    context), written by commit_table as build_table's own rows are."""
+    check_gamma(gamma)
+    if images == 0:
+        raise InvalidInputError("latents have no training split to build from")
+    stage = on_stage or (lambda _: None)
     stage("windows")
-    con.register("lg_windows", built.windows)
-    con.register("lg_contexts", built.contexts)
+    return commit_table(
+        con,
+        TableSource(shape, None, images),
+        f"SELECT * FROM read_parquet('{_quoted(histograms / '*.parquet')}')",
+        f"read_parquet('{_quoted(contexts / '*.parquet')}')",
+        gamma=gamma,
+        positional=positional,
+        run=run,
+        distinct_contexts=False,
+        stage=stage,
+        started=time.perf_counter() if started is None else started,
+    )
+
+
+def _append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, *, first: bool) -> None:
+    """Append Arrow rows to a temporary table (created by the first chunk). DuckDB's temporary
+    tables live in memory up to its memory limit and spill to its temp directory past it."""
+    con.register("lg_chunk", rows)
+    try:
+        if first:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM lg_chunk")
+        else:
+            con.execute(f"INSERT INTO temp.{table} SELECT * FROM lg_chunk")
+    finally:
+        con.unregister("lg_chunk")
+
+
+def commit_table(
+    con: duckdb.DuckDBPyConnection,
+    source: TableSource,
+    histograms: str,
+    contexts: str,
+    *,
+    gamma: int,
+    positional: bool,
+    run: str,
+    distinct_contexts: bool,
+    stage: StageHook,
+    started: float,
+) -> TableInfo:
+    """Write a table from a query of its histogram rows (context_key, token, count, images,
+    example_image) and a relation of its contexts (context_key, position, context), under a
+    staging id, and make it the served table of its name in the same transaction.
+
+    Contexts that are not known to be distinct (several chunks, or another engine's files) are
+    made distinct here, and a key that comes with two contexts is a RunError: the exact check
+    of the 64-bit keys across chunks.
+    """
     try:
         con.execute("BEGIN TRANSACTION")
-        table_id = _stage_table(con, grids, gamma, positional, run)
+        table_id = _stage_table(con, source.shape, gamma, positional, run)
         rows = con.execute(
             "INSERT INTO ngrams (table_id, context_key, token, count, images, example_image)"
-            f" SELECT ?, * FROM ({histogram_query('lg_windows')})",
+            f" SELECT ?, context_key, token, count, images, example_image FROM ({histograms})",
             [table_id],
         ).fetchall()[0][0]
         stage("histograms")
-        con.execute(
-            "INSERT INTO ngram_contexts SELECT ?, context_key, position, context FROM lg_contexts",
+        distinct = "" if distinct_contexts else "DISTINCT"
+        n_contexts = con.execute(
+            "INSERT INTO ngram_contexts (table_id, context_key, position, context)"
+            f" SELECT {distinct} ?, context_key, position, context FROM {contexts}",
             [table_id],
-        )
+        ).fetchall()[0][0]
+        keys = con.execute(
+            "SELECT count(DISTINCT context_key) FROM ngrams WHERE table_id = ?", [table_id]
+        ).fetchall()[0][0]
+        if n_contexts != keys:
+            raise RunError(COLLISION if n_contexts > keys else "histograms and contexts differ")
         stage("contexts")
         _replace_previous(con, table_name(gamma, positional), table_id)
         stage("replaced")
-        counts = (len(built.windows), len(built.contexts), rows, len(grids))
+        windows = source.windows
+        if windows is None:
+            windows = con.execute(
+                "SELECT sum(count) FROM ngrams WHERE table_id = ?", [table_id]
+            ).fetchall()[0][0]
+        counts = (windows, n_contexts, rows, source.images)
         _mark_ready(con, table_id, counts, time.perf_counter() - started)
         con.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(duckdb.Error):  # keep the original error if COMMIT failed
             con.execute("ROLLBACK")
         raise
-    finally:
-        con.unregister("lg_windows")
-        con.unregister("lg_contexts")
     stage("committed")
     con.execute("CHECKPOINT")
     info = get_table(con, gamma, positional)
@@ -197,11 +411,10 @@ def build_table(
 
 
 def _stage_table(
-    con: duckdb.DuckDBPyConnection, grids: TokenGrids, gamma: int, positional: bool, run: str
+    con: duckdb.DuckDBPyConnection, shape: TableShape, gamma: int, positional: bool, run: str
 ) -> int:
     """A catalogue row in state 'building' (invisible to readers); returns its table id."""
     table_id: int = con.execute("SELECT nextval('ngram_table_ids')").fetchall()[0][0]
-    _, h, w = grids.tokens.shape
     con.execute(
         "INSERT INTO ngram_tables (table_id, name, gamma, by_position, state, run,"
         " model_sha256, latent_channels, grid_height, grid_width)"
@@ -212,10 +425,10 @@ def _stage_table(
             gamma,
             positional,
             run,
-            grids.model_sha256,
-            grids.channels,
-            h,
-            w,
+            shape.model_sha256,
+            shape.channels,
+            shape.height,
+            shape.width,
         ],
     )
     return table_id

@@ -3,7 +3,9 @@ sample. (Training steps are in service/training/.)"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from tqdm import tqdm
 from models import BLAE
 from service.checkpoint import Checkpoint
 from service.data.fingerprint import check_same_data, data_record, source_flags
+from service.data.latent_batches import iter_train_grids, read_latents_header
 from service.data.parquet import read_latents, write_images, write_latents
 from service.data.sources import DataSpec
 from service.errors import InvalidInputError, RunError
@@ -21,7 +24,7 @@ from service.files import file_sha256
 from service.latents.bits import pack_bits
 from service.latents.codec import decode_bits, encode_images
 from service.latents.latent_set import LatentSet
-from service.ngram.build import build_table
+from service.ngram.build import build_table, images_per_chunk, limit_memory, parse_memory_limit
 from service.ngram.index import NgramIndex
 from service.ngram.modes import Mode, Sampler
 from service.ngram.samples import SampleBatch, SampleConfig
@@ -31,8 +34,11 @@ from service.ngram.windows import check_gamma, check_gamma_fits, default_gammas
 from service.run.models import blae_training_data, has_arvm, load_arvm, load_blae
 from service.run.paths import RunPaths
 from service.run.record import read_run_json, update_run_json
+from service.settings import BuildSettings
 
 log = logging.getLogger(__name__)
+
+BUILD_SCRATCH = "tmp"  # <run>/tmp: DuckDB's spill files and Spark's staging, removed after a build
 
 
 def run_data_spec(paths: RunPaths) -> DataSpec:
@@ -116,29 +122,69 @@ def build_run_tables(
     *,
     positional: bool = False,
     progress: bool = True,
+    settings: BuildSettings | None = None,
 ) -> list[TableInfo]:
     """Build (or rebuild) the n-gram tables of the run's training latents, one per γ; without
-    `gammas`, the grid's default ones, from local to global (ngram/windows.py)."""
+    `gammas`, the grid's default ones, from local to global (ngram/windows.py).
+
+    The latents are streamed from latents.parquet a batch of images at a time, on DuckDB
+    (within `settings.memory_limit`, spilling to <run>/tmp) or on Spark (`settings.engine`);
+    <run>/tmp is removed afterwards. Every check that can fail is made before the store is
+    touched, so a bad setting leaves the tables served as they were.
+    """
+    settings = settings or BuildSettings.from_env()
     for gamma in gammas or ():
         check_gamma(gamma)
-    latents = read_latents(paths.require(paths.latents, "encode"))
-    _, height, width = latents.shape
+    if settings.memory_limit is not None:
+        parse_memory_limit(settings.memory_limit)
+    latents = paths.require(paths.latents, "encode")
+    header = read_latents_header(latents)
+    _, height, width = header.shape
     gammas = gammas or default_gammas(height, width)
     for gamma in gammas:
         check_gamma_fits(gamma, height, width)
     blae = paths.require(paths.blae_weights, "train-ae")
-    if latents.model_sha256 != file_sha256(blae):
+    if header.model_sha256 != file_sha256(blae):
         raise RunError(
             f"{paths.latents} was encoded by another BL-AE than {blae} (retrained since?): "
             f"run `{paths.remedy('encode')}` first"
         )
-    grids = latents.select(latents.splits == "train").token_grids()
+    scratch = paths.root / BUILD_SCRATCH
     built = []
-    with open_store(paths.store) as con:
-        for gamma in tqdm(gammas, desc="build n-gram tables", unit="table", disable=not progress):
-            built.append(
-                build_table(con, grids, gamma=gamma, positional=positional, run=str(paths.root))
-            )
+    try:
+        with contextlib.ExitStack() as stack:
+            spark = None
+            if settings.engine == "spark":
+                from service.ngram.spark_build import spark_session
+
+                spark = stack.enter_context(
+                    spark_session(settings.spark_master, work_dir=scratch / "spark")
+                )
+            con = stack.enter_context(open_store(paths.store))
+            limit_memory(con, settings.memory_limit, scratch / "duckdb")
+            for gamma in tqdm(
+                gammas, desc="build n-gram tables", unit="table", disable=not progress
+            ):
+                if spark is not None:
+                    from service.ngram.spark_build import build_table_spark
+
+                    info = build_table_spark(
+                        con,
+                        spark,
+                        latents,
+                        scratch,
+                        gamma=gamma,
+                        positional=positional,
+                        run=str(paths.root),
+                    )
+                else:
+                    batches = iter_train_grids(latents, images_per_chunk(height, width))
+                    info = build_table(
+                        con, batches, gamma=gamma, positional=positional, run=str(paths.root)
+                    )
+                built.append(info)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     update_run_json(
         paths,
         "tables",

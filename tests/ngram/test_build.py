@@ -6,13 +6,14 @@ import sys
 import textwrap
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 
 from service.errors import InvalidInputError, RunError
-from service.ngram.build import BUILD_STAGES, build_table
+from service.ngram.build import BUILD_STAGES, build_table, limit_memory
 from service.ngram.index import NgramIndex
-from service.ngram.store import get_table, list_tables, open_store
+from service.ngram.store import TableInfo, get_table, list_tables, open_store
 from tests.helpers import brute_force_histograms, grids_from_tokens
 
 
@@ -97,7 +98,7 @@ BUILD_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import numpy as np
     from tests.helpers import grids_from_tokens
-    from service.ngram.build import BUILD_STAGES, build_table
+    from service.ngram.build import BUILD_STAGES, build_table, limit_memory
     from service.ngram.store import open_store
 
     def stop_at(stage):
@@ -140,3 +141,106 @@ def test_a_build_killed_at_any_stage_leaves_one_whole_table(tmp_path: Path, stag
         assert states == [("ready", 1)]
         assert con.execute("SELECT count(*) FROM ngrams").fetchall() == [(served.rows,)]
         assert NgramIndex.load(con, 5).info.table_id == served.table_id
+
+
+def table_rows(con: duckdb.DuckDBPyConnection, info: TableInfo) -> tuple[list[tuple], list[tuple]]:
+    """A table's histogram rows and context rows, sorted, without its table id."""
+    rows = con.execute(
+        "SELECT context_key, token, count, images, example_image FROM ngrams"
+        " WHERE table_id = ? ORDER BY ALL",
+        [info.table_id],
+    ).fetchall()
+    contexts = con.execute(
+        "SELECT context_key, position, context FROM ngram_contexts WHERE table_id = ? ORDER BY ALL",
+        [info.table_id],
+    ).fetchall()
+    return rows, contexts
+
+
+def table_digest(con: duckdb.DuckDBPyConnection, info: TableInfo) -> tuple:
+    """Row counts and order-free sums of row hashes of a table's rows and contexts: equal
+    digests are equal row sets but for a 2^-64 chance, without copying rows into Python."""
+    return con.execute(
+        "SELECT (SELECT (count(*), sum(hash(context_key, token, count, images, example_image)))"
+        "        FROM ngrams WHERE table_id = $id),"
+        "       (SELECT (count(*), sum(hash(context_key, position, context)))"
+        "        FROM ngram_contexts WHERE table_id = $id)",
+        {"id": info.table_id},
+    ).fetchall()[0]
+
+
+def figures(info: TableInfo) -> tuple:
+    return (
+        info.windows,
+        info.contexts,
+        info.rows,
+        info.images,
+        info.grid_height,
+        info.latent_channels,
+    )
+
+
+@pytest.mark.parametrize("gamma,positional", [(3, False), (5, False), (5, True)])
+def test_a_build_in_chunks_writes_the_rows_of_one_pass(
+    tmp_path: Path, gamma: int, positional: bool
+) -> None:
+    """Windows appended a few images at a time, and batches of images as an iterable, give the
+    same rows, provenance and figures as all windows at once."""
+    rng = np.random.default_rng(gamma)
+    tokens = rng.integers(0, 3, (90, 4, 4))  # repeats within and across images and chunks
+    ids = rng.permutation(90) * 3 + 2  # not in order: the smallest id is not the first seen
+    grids = grids_from_tokens(tokens, channels=2, ids=ids)
+    with open_store(tmp_path / "s.duckdb") as con:
+        whole = build_table(con, grids, gamma=gamma, positional=positional)
+        expected = table_rows(con, whole)
+        batches = [
+            grids_from_tokens(tokens[a:b], 2, ids[a:b]) for a, b in ((0, 0), (0, 41), (41, 90))
+        ]
+        chunked = build_table(
+            con, batches, gamma=gamma, positional=positional, chunk_windows=7 * 16
+        )
+        assert table_rows(con, chunked) == expected
+        assert figures(chunked) == figures(whole)
+        assert chunked.table_id != whole.table_id and len(list_tables(con)) == 1
+
+
+def test_no_training_images_is_a_clear_error(tmp_path: Path) -> None:
+    empty = grids_from_tokens(np.zeros((0, 4, 4), np.int64), channels=2)
+    with (
+        open_store(tmp_path / "s.duckdb") as con,
+        pytest.raises(InvalidInputError, match="no training"),
+    ):
+        build_table(con, [empty, empty], gamma=3)
+
+
+def test_memory_limit_is_set_or_refused(tmp_path: Path) -> None:
+    with open_store(tmp_path / "s.duckdb") as con:
+        for bad in ("lots", "4 GB; DROP TABLE ngrams", "-1GB", ""):
+            with pytest.raises(InvalidInputError, match="memory limit"):
+                limit_memory(con, bad, None)
+        limit_memory(con, "64MiB", tmp_path / "spill")
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        spill = con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
+    assert limit in ("64.0 MiB", "67.1 MB") and spill == str(tmp_path / "spill")
+
+
+def test_a_build_under_a_small_memory_limit_spills_and_counts_the_same(tmp_path: Path) -> None:
+    """A GROUP BY over more windows than DuckDB may hold in memory spills to the temp directory
+    and still writes the rows of an unlimited build."""
+    rng = np.random.default_rng(5)
+    grids = grids_from_tokens(rng.integers(0, 4096, (40_000, 4, 4)), channels=12)
+    with open_store(tmp_path / "free.duckdb") as con:
+        expected = table_digest(con, build_table(con, grids, gamma=7))
+    spill = tmp_path / "spill"
+    with open_store(tmp_path / "limited.duckdb") as con:
+        limit_memory(con, "48MB", spill)
+        spilled: list[int] = []
+
+        def measure_spill(stage: str) -> None:
+            if stage == "histograms":  # the GROUP BY is done, its spill files are still listed
+                size = con.execute("SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()")
+                spilled.append(size.fetchall()[0][0])
+
+        info = build_table(con, grids, gamma=7, on_stage=measure_spill, chunk_windows=1 << 16)
+        assert table_digest(con, info) == expected
+    assert spilled and spilled[0] > 0

@@ -1,0 +1,102 @@
+"""latents.parquet read a batch of whole images at a time (DESIGN.md §10): the table build
+streams it so that its memory does not grow with the corpus, and the Spark build turns the Arrow
+batches Spark hands it into token grids the same way.
+
+An image is one row, so a batch never splits an image: each image's windows are all in one
+batch, which is what keeps the build's per-image counts exact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from service.data.parquet import METADATA_KEY
+from service.errors import RunError
+from service.latents.bits import packed_size, unpack_bits
+from service.ngram.tokens import TokenGrids, bits_to_tokens
+
+LATENT_COLUMNS = ("id", "split", "bits")  # what a build reads of latents.parquet
+
+
+@dataclass(frozen=True)
+class LatentsHeader:
+    """What latents.parquet says about itself, read without its rows."""
+
+    shape: tuple[int, int, int]  # (C, H, W) of one latent
+    model_sha256: str  # the BL-AE that encoded them
+    rows: int  # images, every split
+
+
+def read_latents_header(path: Path) -> LatentsHeader:
+    """The shape, model and row count of latents.parquet, from its footer alone."""
+    if not path.exists():
+        raise RunError(f"{path} is missing: run `latentgram encode` first")
+    try:
+        meta = pq.read_metadata(path)
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise RunError(f"{path} is not a readable Parquet file: {exc}") from exc
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise RunError(f"{path} has no latentgram metadata: it was not written by latentgram")
+    info = json.loads(raw)
+    c, h, w = info["latent_shape"]
+    return LatentsHeader((c, h, w), info["model_sha256"], meta.num_rows)
+
+
+def packed_rows(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
+    """A binary column of packed latents, fixed-size (as latentgram writes it) or variable-size
+    (as Spark hands it over), → (N, width) uint8, without a Python loop over rows."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = []
+    for chunk in chunks:
+        if pa.types.is_fixed_size_binary(chunk.type):
+            data = np.frombuffer(chunk.buffers()[1], np.uint8)
+            parts.append(data[chunk.offset * width : (chunk.offset + len(chunk)) * width])
+            continue
+        offset_type = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        offsets = np.frombuffer(chunk.buffers()[1], offset_type)
+        offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+        if np.any(np.diff(offsets) != width):
+            raise RunError(f"latent bits must be {width} bytes each: the latents are corrupt")
+        data = np.frombuffer(chunk.buffers()[2], np.uint8)
+        parts.append(data[offsets[0] : offsets[-1]])
+    if not parts:
+        return np.zeros((0, width), np.uint8)
+    return np.concatenate(parts).reshape(-1, width)
+
+
+def train_grids(
+    batch: pa.RecordBatch | pa.Table, shape: tuple[int, int, int], model_sha256: str = ""
+) -> TokenGrids:
+    """The training-split rows of a batch of latents.parquet as token grids."""
+    train = batch.filter(pc.equal(batch.column("split"), "train"))
+    packed = packed_rows(train.column("bits"), packed_size(shape))
+    tokens = bits_to_tokens(unpack_bits(packed, shape))  # (N, H, W)
+    ids = train.column("id").to_numpy().astype(np.int64)
+    return TokenGrids(tokens, ids, shape[0], model_sha256)
+
+
+def iter_train_grids(path: Path, images_per_batch: int) -> Iterator[TokenGrids]:
+    """The training grids of latents.parquet, at most `images_per_batch` images at a time."""
+    header = read_latents_header(path)
+    with pq.ParquetFile(path) as source:
+        for batch in source.iter_batches(batch_size=images_per_batch, columns=LATENT_COLUMNS):
+            yield train_grids(batch, header.shape, header.model_sha256)
+
+
+def count_train_images(path: Path) -> int:
+    """Training-split rows of latents.parquet, reading its split column alone."""
+    with pq.ParquetFile(path) as source:
+        return sum(
+            pc.sum(pc.equal(batch.column("split"), "train")).as_py() or 0
+            for batch in source.iter_batches(batch_size=1 << 20, columns=["split"])
+        )

@@ -1,0 +1,46 @@
+"""How tables are built (DESIGN.md §10), read from LATENTGRAM_BUILD_* variables: the engine, its
+memory and, for Spark, the master. `latentgram build`'s options override them; `prepare` and
+the Compose services take them from the environment alone. (The service's own limits are
+service/api/settings.py's.)"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.errors import InvalidInputError
+
+BUILD_ENV_PREFIX = "LATENTGRAM_BUILD_"
+BuildEngine = Literal["duckdb", "spark"]
+
+
+class BuildSettings(BaseSettings):
+    """Build settings; each field can be set as LATENTGRAM_BUILD_<FIELD NAME IN CAPITALS>."""
+
+    model_config = SettingsConfigDict(env_prefix=BUILD_ENV_PREFIX, env_ignore_empty=True)
+
+    engine: BuildEngine = Field(
+        "duckdb", description="duckdb (this machine, out of core) or spark (pyspark, any master)."
+    )
+    memory_limit: str | None = Field(
+        None,
+        description="DuckDB's memory limit for the build, e.g. 4GB (default: DuckDB's, 80% of"
+        " RAM); the GROUP BY spills to <run>/tmp past it.",
+    )
+    spark_master: str = Field(
+        "local[*]", description="Spark master: local[*], local[N], spark://HOST:PORT, yarn, k8s://…"
+    )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> BuildSettings:
+        """Settings from the environment, then `overrides` (the CLI's options) on top."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{BUILD_ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidInputError(f"bad build settings: {problems}") from None
