@@ -253,7 +253,8 @@ def build_table(
     stage = on_stage or (lambda _: None)
     started = time.perf_counter()
     if isinstance(grids, TokenGrids):
-        grids = in_chunks(grids, images_per_chunk(*grids.tokens.shape[1:], chunk_windows))
+        _, h, w = grids.tokens.shape
+        grids = in_chunks(grids, images_per_chunk(h, w, chunk_windows))
     shape: TableShape | None = None
     windows = images = chunks = 0
     try:
