@@ -1,6 +1,7 @@
 # latentgram: `make demo` builds the default run, `make test` runs the test suite.
 # Both set everything up first on a fresh Debian machine: the Fashion-MNIST package through apt,
-# a virtual environment in .venv with the CPU build of PyTorch, and the project itself.
+# a virtual environment in .venv with the CPU build of PyTorch, and the project itself; Java 17
+# and pyspark for the Spark build engine.
 
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
@@ -44,6 +45,8 @@ setup: system-packages $(STAMP)
 # missing, Debian's docker-compose (1.29), which needs no Docker daemon: docker.io is left out.
 # tests/test_web.py drives Debian's chromium headless through Playwright, so Playwright's own
 # browser download is never needed; headless needs none of its recommended packages.
+# `latentgram build --engine spark` (and tests/ngram/test_spark_build.py) runs pyspark, the
+# [spark] extra, on Debian's Java 17 runtime.
 system-packages:
 	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
@@ -60,13 +63,18 @@ system-packages:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 			chromium; \
 	fi
+	@if ! command -v java >/dev/null && [ -z "$$JAVA_HOME" ] && command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			openjdk-17-jre-headless; \
+	fi
 
 # torch is installed first and pinned: an unpinned torch pulls the CUDA build (gigabytes).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,spark]'
 	touch $(STAMP)
 
 clean:
