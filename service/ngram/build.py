@@ -257,6 +257,7 @@ def build_table(
         grids = in_chunks(grids, images_per_chunk(h, w, chunk_windows))
     shape: TableShape | None = None
     windows = images = chunks = 0
+    first: BuildInput | None = None  # held until a second chunk shows up: one chunk needs no copy
     try:
         for part in grids:
             if not len(part):
@@ -266,20 +267,27 @@ def build_table(
             per_chunk = images_per_chunk(shape.height, shape.width, chunk_windows)
             for chunk in in_chunks(part, per_chunk):
                 built = build_input(chunk, gamma, positional)
-                _append(con, "lg_windows", built.windows, first=chunks == 0)
-                _append(con, "lg_contexts", built.contexts, first=chunks == 0)
                 windows, images, chunks = (
                     windows + len(built.windows),
                     images + len(chunk),
                     chunks + 1,
                 )
+                if chunks == 1:
+                    first = built
+                    continue
+                if first is not None:
+                    _append(con, first, create=True)
+                    first = None
+                _append(con, built, create=False)
         if shape is None:
             raise InvalidInputError("latents have no training split to build from")
+        if first is not None:  # one chunk: the GROUP BY reads its Arrow tables in place
+            con.register("lg_windows", first.windows)
+            con.register("lg_contexts", first.contexts)
         stage("windows")
-        source = TableSource(shape, windows, images)
         return commit_table(
             con,
-            source,
+            TableSource(shape, windows, images),
             histogram_query("lg_windows"),
             "lg_contexts",
             gamma=gamma,
@@ -291,6 +299,8 @@ def build_table(
         )
     finally:
         for table in ("lg_windows", "lg_contexts"):
+            with contextlib.suppress(duckdb.Error):
+                con.unregister(table)
             con.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
@@ -329,17 +339,18 @@ def import_table(
     )
 
 
-def _append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, *, first: bool) -> None:
-    """Append Arrow rows to a temporary table (created by the first chunk). DuckDB's temporary
-    tables live in memory up to its memory limit and spill to its temp directory past it."""
-    con.register("lg_chunk", rows)
-    try:
-        if first:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM lg_chunk")
-        else:
-            con.execute(f"INSERT INTO temp.{table} SELECT * FROM lg_chunk")
-    finally:
-        con.unregister("lg_chunk")
+def _append(con: duckdb.DuckDBPyConnection, built: BuildInput, *, create: bool) -> None:
+    """Append a chunk's windows and contexts to temporary tables (made by the first chunk).
+    DuckDB keeps temporary tables in memory up to its memory limit and spills them past it."""
+    for table, rows in (("lg_windows", built.windows), ("lg_contexts", built.contexts)):
+        con.register("lg_chunk", rows)
+        try:
+            if create:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM lg_chunk")
+            else:
+                con.execute(f"INSERT INTO temp.{table} SELECT * FROM lg_chunk")
+        finally:
+            con.unregister("lg_chunk")
 
 
 def commit_table(
@@ -378,11 +389,12 @@ def commit_table(
             f" SELECT {distinct} ?, context_key, position, context FROM {contexts}",
             [table_id],
         ).fetchall()[0][0]
-        keys = con.execute(
-            "SELECT count(DISTINCT context_key) FROM ngrams WHERE table_id = ?", [table_id]
-        ).fetchall()[0][0]
-        if n_contexts != keys:
-            raise RunError(COLLISION if n_contexts > keys else "histograms and contexts differ")
+        if not distinct_contexts:
+            keys = con.execute(
+                "SELECT count(DISTINCT context_key) FROM ngrams WHERE table_id = ?", [table_id]
+            ).fetchall()[0][0]
+            if n_contexts != keys:
+                raise RunError(COLLISION if n_contexts > keys else "histograms and contexts differ")
         stage("contexts")
         _replace_previous(con, table_name(gamma, positional), table_id)
         stage("replaced")
