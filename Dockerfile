@@ -15,6 +15,9 @@ FROM python:${PYTHON_VERSION}-slim-bookworm
 # a small CPU-only image, one of its CUDA indexes a build for a given CUDA version.
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=
+# Empty: no Spark. A Spark version (the cluster's) adds Java 17 and that pyspark, for
+# `latentgram build --engine spark` and for running a Spark worker from this image.
+ARG SPARK_VERSION=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -25,7 +28,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The default data source: Debian's Fashion-MNIST in /usr/share/datasets/fashion-mnist.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        dataset-fashion-mnist \
+        dataset-fashion-mnist ${SPARK_VERSION:+openjdk-17-jre-headless procps} \
     && rm -rf /var/lib/apt/lists/*
 
 # torch first, in its own layer: it is by far the largest and changes least often.
@@ -35,7 +38,8 @@ RUN pip install "torch==${TORCH_VERSION}" ${TORCH_INDEX_URL:+--index-url "${TORC
 # links to migrations/, and the wheel carries copies), so the source copy is removed afterwards
 # and the service cannot change its own code or migrations.
 COPY . /tmp/latentgram
-RUN pip install /tmp/latentgram && rm -rf /tmp/latentgram
+RUN pip install /tmp/latentgram ${SPARK_VERSION:+"pyspark==${SPARK_VERSION}"} \
+    && rm -rf /tmp/latentgram
 
 # Runs as an unprivileged user. /data is created here and owned by that user so that a new named
 # volume mounted on it starts out writable by the user (Docker copies the ownership into it).

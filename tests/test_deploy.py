@@ -31,6 +31,8 @@ SERVE = ["serve", "--run", "/data/run", "--host", "0.0.0.0", "--port", "8000"]
 VOLUME = "latentgram-data"
 API_KEY = "test-key-not-a-secret"
 CUDA_INDEX = "file:///srv/wheels/cuda"  # only rendered, never fetched
+SPARK_SERVICES = ("spark-master", "spark-worker")
+MASTER_URL = "spark://spark-master:7077"
 
 
 def _validator() -> tuple[list[str], bool] | None:
@@ -65,7 +67,9 @@ def _config(compose: tuple[list[str], bool], *files: Path, quiet: bool = False) 
         args.append("-q")
     elif v2:
         args += ["--format", "json"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TORCH_", "LATENTGRAM_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("TORCH_", "LATENTGRAM_", "SPARK_"))
+    }
     env.update(LATENTGRAM_API_KEY=API_KEY, TORCH_CUDA_INDEX_URL=CUDA_INDEX)
     done = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert done.returncode == 0, f"{shlex.join(args)} rejected the file:\n{done.stderr}"
@@ -122,7 +126,12 @@ def test_compose_files_validate(compose: tuple[list[str], bool], files: tuple[Pa
 def test_compose_prepares_once_then_serves(compose: tuple[list[str], bool]) -> None:
     config = _rendered(compose, COMPOSE)
     services = config["services"]
-    assert set(services) == {"prepare", "api"}
+    # Compose 1.29 renders every profile's services; only the `spark` profile's have one.
+    assert set(services) == {"prepare", "api", *SPARK_SERVICES}
+    assert {name for name, service in services.items() if "profiles" not in service} == {
+        "prepare",
+        "api",
+    }
     prepare, api = services["prepare"], services["api"]
 
     assert prepare["command"] == PREPARE
@@ -136,6 +145,32 @@ def test_compose_prepares_once_then_serves(compose: tuple[list[str], bool]) -> N
     assert ports == [("8000", 8000)]
     assert _environment(api)["LATENTGRAM_API_KEY"] == API_KEY  # passed through from the shell
     assert "/readyz" in " ".join(api["healthcheck"]["test"])
+
+
+def test_spark_profile_is_a_cluster_that_prepare_can_build_on(
+    compose: tuple[list[str], bool],
+) -> None:
+    """`--profile spark`: the official image as master, a worker that runs latentgram's window
+    code (so latentgram's image, with the master's Spark version) over the same volume at the
+    same path as `prepare`, whose build settings come from the shell."""
+    services = _rendered(compose, COMPOSE)["services"]
+    master, worker, prepare = (services[n] for n in (*SPARK_SERVICES, "prepare"))
+    assert master["profiles"] == worker["profiles"] == ["spark"]
+    assert master["image"] == "apache/spark:4.0.0"
+    assert "org.apache.spark.deploy.master.Master" in master["command"]
+    assert worker["entrypoint"] == ["spark-class"]
+    assert worker["command"][:2] == ["org.apache.spark.deploy.worker.Worker", MASTER_URL]
+    assert worker["build"]["args"]["SPARK_VERSION"] == "4.0.0"  # the master's version
+    assert (VOLUME, "/data") in _mounts(worker) and (VOLUME, "/data") in _mounts(prepare)
+    assert prepare["hostname"] == "prepare"  # the driver's address, as executors reach it
+    env = _environment(prepare)
+    assert {"LATENTGRAM_BUILD_ENGINE", "LATENTGRAM_BUILD_SPARK_MASTER"} <= set(env)
+    dockerfile = DOCKERFILE.read_text()
+    assert "${SPARK_VERSION:+openjdk-17-jre-headless" in dockerfile
+    assert '${SPARK_VERSION:+"pyspark==${SPARK_VERSION}"}' in dockerfile
+    doc = DEPLOY_DOC.read_text()
+    for phrase in ("--profile spark", MASTER_URL, "LATENTGRAM_BUILD_ENGINE=spark", "s3a://"):
+        assert phrase in doc
 
 
 def test_gpu_override_reserves_nvidia_gpus(compose: tuple[list[str], bool]) -> None:
