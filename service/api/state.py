@@ -47,6 +47,8 @@ class RunHolder:
         loaded, reason = None, ""
         try:
             loaded = LoadedRun.load(self.run)
+            for positional in {p for _, p in loaded.indexes}:
+                loaded.sampler(positional).warm_up()
         except LatentgramError as exc:
             reason = str(exc)
         except Exception as exc:  # a damaged file: report it, keep serving health

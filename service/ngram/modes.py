@@ -57,6 +57,12 @@ class Sampler:
     def __post_init__(self) -> None:
         self._exact = {g: ExactSampler(i) for g, i in self.indexes.items()}
 
+    def warm_up(self) -> None:
+        """One exact sample per table: compiles the search (once per machine, numba caches it)
+        and builds its hash tables, so that a first request does not wait for them."""
+        for exact in self._exact.values():
+            exact.sample(SampleConfig(n=1))
+
     def sample(
         self, gamma: int, mode: Mode, config: SampleConfig, *, complete_with_hybrid: bool = False
     ) -> SampleBatch:

@@ -26,8 +26,7 @@ class SampleConfig:
     n: int = 16  # samples to draw
     seed: int = 0  # same seed, same samples
     temperature: float = 1.0  # weight count^(1/T): < 1 sharpens, > 1 flattens
-    budget: int = 1000  # search steps per sample (one step: enter, advance or backtrack once)
-    batch_size: int = 32768  # samples searched together: more amortizes the per-step overhead
+    budget: int = 1000  # exact search steps per sample (a step places a token, or goes back)
 
     def __post_init__(self) -> None:
         if self.n < 0:
@@ -39,8 +38,6 @@ class SampleConfig:
             )
         if self.budget < 1:
             raise InvalidInputError(f"budget must be ≥ 1, got {self.budget}")
-        if self.batch_size < 1:
-            raise InvalidInputError(f"batch_size must be ≥ 1, got {self.batch_size}")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 
 from service.data.parquet import read_latents
 from service.errors import InvalidInputError
-from service.ngram.exact import ExactSampler
+from service.ngram.exact import MIN_SAMPLES_PER_THREAD, ExactSampler
 from service.ngram.index import NgramIndex
 from service.ngram.samples import FAILED_BUDGET, SampleConfig
 from service.ngram.store import open_store
@@ -160,18 +160,17 @@ def test_paper_toy_case_backtracking_recovers(tmp_path: Path) -> None:
             )
 
 
-def test_same_seed_same_samples_whatever_the_batch(tiny_tables: RunPaths) -> None:
+def test_same_seed_same_samples_whatever_the_batch_or_threads(tiny_tables: RunPaths) -> None:
     with open_store(tiny_tables.store, read_only=True) as con:
         index = NgramIndex.load(con, 5)
-    sampler = ExactSampler(index)
-    a = sampler.sample(SampleConfig(n=64, seed=9))
-    b = sampler.sample(SampleConfig(n=64, seed=9, batch_size=7))
-    c = sampler.sample(SampleConfig(n=64, seed=10))
-    np.testing.assert_array_equal(a.tokens, b.tokens)
-    np.testing.assert_array_equal(a.examples, b.examples)
-    np.testing.assert_array_equal(a.backtracks, b.backtracks)
+    n = 3 * MIN_SAMPLES_PER_THREAD  # enough for three threads
+    a = ExactSampler(index, threads=1).sample(SampleConfig(n=n, seed=9))
+    b = ExactSampler(index, threads=3).sample(SampleConfig(n=n, seed=9))
+    c = ExactSampler(index).sample(SampleConfig(n=n, seed=10))
+    for name in ("tokens", "examples", "backtracks", "jumps", "steps", "placed"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert not np.array_equal(a.tokens, c.tokens)
-    first = sampler.sample(SampleConfig(n=16, seed=9))
+    first = ExactSampler(index).sample(SampleConfig(n=16, seed=9))
     np.testing.assert_array_equal(first.tokens, a.tokens[:16])
 
 

@@ -62,12 +62,11 @@ def test_same_seed_same_samples_in_every_mode(small_tables: SmallTables, mode: M
 
 def test_failed_exact_samples_are_completed_in_hybrid_mode(small_tables: SmallTables) -> None:
     gen = _sampler(small_tables)
-    config = SampleConfig(n=100, seed=5, budget=12)
+    config = SampleConfig(n=100, seed=5, budget=8)  # 8 steps for 12 positions: none finishes
     exact = gen.sample(5, "exact", config)
-    assert not exact.ok.all()
+    assert not exact.ok.any() and (exact.placed > 0).all()
     done = gen.sample(5, "exact", config, complete_with_hybrid=True)
     assert done.ok.all()
-    np.testing.assert_array_equal(done.tokens[exact.ok], exact.tokens[exact.ok])
     for i in np.flatnonzero(~exact.ok):  # the exact prefix is kept, the rest comes after it
         kept = exact.placed[i]
         flat_done, flat_exact = done.tokens[i].ravel(), exact.tokens[i].ravel()

@@ -1,0 +1,423 @@
+"""The exact search's loop, compiled with numba: one depth-first search per sample, with forward
+checking and conflict-directed backjumping (ngram/exact.py says what the search does and why it
+keeps the distribution; this file is how it runs fast).
+
+A search is a few hundred small steps, each a handful of binary searches and hashes over a few
+dozen tokens: array code pays a fixed cost per step that dwarfs that work, compiled code does
+not. Each sample runs alone from its own counter-based random numbers, so batches split across
+threads (the functions release the GIL) give the same samples as one thread.
+
+Context keys and uniforms are computed exactly as windows.context_keys and samples.uniform do
+(tests/ngram/test_depth_first.py checks both), so a key the search forms is the key the build
+stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, cast
+
+import numpy as np
+from numba import njit
+
+from service.ngram.windows import _GOLDEN, _MIX1, _MIX2
+
+# The search allocates nothing (its arrays come from the caller), so it is compiled without
+# reference counting (numba's `_nrt` switch): counting references on every array a step touches
+# cost more than the search itself (γ = 3, one thread: 3,900 grids/s with it, 8,900 without).
+# The helpers of a step are inlined into it.
+compiled = cast(Any, njit)(cache=True, nogil=True, _nrt=False)
+inlined = cast(Any, njit)(cache=True, nogil=True, _nrt=False, inline="always")
+
+FINISHED, OUT_OF_BUDGET, EXHAUSTED = 1, 2, 3  # how a search ended
+UNIFORM_OFFSET = np.uint64(0x632BE59BD9B4E019)  # samples.uniform's counter offset
+NO_POSITION = np.uint64(0xFFFFFFFFFFFFFFFF)  # windows._NO_POSITION (−1) as the finalizer sees it
+_ONE = np.uint64(1)
+
+
+class Table(NamedTuple):
+    """One n-gram table as the search reads it (ngram/index.py)."""
+
+    key_slots: np.ndarray  # (S, 2) int64 hash table of the context keys (hash_table)
+    key_words: np.ndarray  # a Bloom filter of them (index.KeyFilter): its bit words and mask
+    key_mask: np.uint64
+    starts: np.ndarray  # (M + 1,) int64: context m's rows are [starts[m], starts[m + 1])
+    tokens: np.ndarray  # (R,) int64 next token of each row
+    weight: np.ndarray  # (R,) float64 count^(1/T), ≤ 1 within a context
+    cum: np.ndarray  # (R,) float64 inclusive prefix sums of weight
+    above_slots: np.ndarray  # (S', 2) int64 hash table of the keys of the contexts' above parts
+    above_words: np.ndarray
+    above_mask: np.uint64
+    positional: bool  # keys carry the position of their context
+
+
+class Geometry(NamedTuple):
+    """Where windows sit on the grid and which positions constrain which (ngram/constraints.py)."""
+
+    width: int
+    r: int  # (γ − 1) / 2: the padded grid holds (y, x) at (y + r, x + r)
+    offsets: np.ndarray  # (K, 2) (dy, dx) of each context slot
+    above_size: int  # slots of a context in the rows above it
+    pad: int
+    completes: np.ndarray  # (P, 2) contexts placing p completes, −1: none
+    slot: np.ndarray  # (P, 2) p's slot in them
+    blame: np.ndarray  # (P, 2, words) uint64: their windows without p
+    above: np.ndarray  # (P, J) above parts placing p completes, −1: none
+    above_slot: np.ndarray  # (P, J)
+    above_blame: np.ndarray  # (P, J, words) uint64
+    window: np.ndarray  # (P, words) uint64: window(p)
+    single: np.ndarray  # (P, words) uint64: {p}
+
+
+class Results(NamedTuple):
+    """Per-sample outputs, written in place."""
+
+    tokens: np.ndarray  # (n, P) int64, valid below `placed`
+    rows: np.ndarray  # (n, P) int64 table row placed at each position, −1 beyond `placed`
+    status: np.ndarray  # (n,) int64: FINISHED, OUT_OF_BUDGET or EXHAUSTED
+    backtracks: np.ndarray  # (n,) int64
+    jumps: np.ndarray  # (n,) int64
+    steps: np.ndarray  # (n,) int64
+    placed: np.ndarray  # (n,) int64
+
+
+class _Scratch(NamedTuple):
+    """One search's state, reused from sample to sample."""
+
+    grid: np.ndarray  # (H + r, W + 2r) int64 padded tokens, filled below the depth
+    seg: np.ndarray  # (P, 2) int64 rows [start, end) of each position's context, −1: unknown
+    rows: np.ndarray  # (P,) int64 row placed at each position
+    drawn: np.ndarray  # (P,) int64 the position's first draw (placed or dropped), −1: none yet
+    list_off: np.ndarray  # (P,) int64 the position's checked candidates in the list stack, −1
+    list_left: np.ndarray  # (P,) int64 how many of them are untried: the first list_left
+    top_at: np.ndarray  # (P,) int64 the stack's top when the position was entered
+    conflict: np.ndarray  # (P, words) uint64 positions the failures at p depend on
+    stack_row: np.ndarray  # (S,) int64 listed candidates of the positions on the path
+    stack_weight: np.ndarray  # (S,) float64
+    bounds: np.ndarray  # (4,) int64 those of the candidate about to be placed
+    mask: np.ndarray  # (words,) uint64 a position set being built
+    counters: np.ndarray  # (3,) int64: stack top, backtracks, jumps
+
+
+@inlined
+def splitmix64(x: np.uint64) -> np.uint64:
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+@inlined
+def uniform(seed: np.uint64, sample: np.uint64, step: np.uint64, j: np.uint64) -> float:
+    """samples.uniform for one (seed, sample, step, j): a uniform in (0, 1)."""
+    x = splitmix64(j + UNIFORM_OFFSET)
+    x = splitmix64(x ^ step)
+    x = splitmix64(x ^ sample)
+    x = splitmix64(x ^ seed)
+    return (np.float64(x >> np.uint64(11)) + 0.5) * 2.0**-53
+
+
+@inlined
+def window_key(grid, geo, q, slots, var_slot, token, positional):
+    """context_keys of the first `slots` slots of q's window in the padded grid, with slot
+    var_slot holding `token` instead (−1: none)."""
+    qy, qx = q // geo.width + geo.r, q % geo.width + geo.r
+    h = _GOLDEN
+    for k in range(slots):
+        v = token if k == var_slot else grid[qy + geo.offsets[k, 0], qx + geo.offsets[k, 1]]
+        h = h ^ np.uint64(v)
+        h = h * _MIX1
+        h = h ^ (h >> np.uint64(29))
+    position = np.uint64(q) if positional else NO_POSITION
+    return np.int64(splitmix64(h ^ position))
+
+
+@njit(cache=True, nogil=True)
+def hash_table(keys):
+    """Open addressing over distinct int64 keys: (S, 2) rows of (key, its index in `keys`), −1
+    as the index of an empty slot, S a power of two at least twice len(keys). Keys are
+    splitmix64 outputs, so their low bits are uniform and serve as the slot. A lookup reads one
+    or two adjacent slots where a binary search over a million keys reads twenty scattered
+    ones: at γ = 3 this made the whole search ~2× faster."""
+    size = 2
+    while size < 2 * len(keys):
+        size *= 2
+    slots = np.full((size, 2), -1, np.int64)
+    mask = np.uint64(size - 1)
+    for i in range(len(keys)):
+        at = np.int64(np.uint64(keys[i]) & mask)
+        while slots[at, 1] >= 0:
+            at = (at + 1) & (size - 1)
+        slots[at, 0], slots[at, 1] = keys[i], i
+    return slots
+
+
+@inlined
+def might_contain(words, mask, key):
+    """index.KeyFilter.might_contain for one key: False for a key certainly absent."""
+    u = np.uint64(key)
+    for shift in (np.uint64(0), np.uint64(21), np.uint64(42)):
+        probe = (u >> shift) & mask
+        if (words[probe >> np.uint64(6)] >> (probe & np.uint64(63))) & _ONE == 0:
+            return False
+    return True
+
+
+@inlined
+def find(slots, key):
+    """The index of `key` in the keys of a hash_table, or −1."""
+    size = len(slots)
+    at = np.int64(np.uint64(key) & np.uint64(size - 1))
+    while slots[at, 1] >= 0:
+        if slots[at, 0] == key:
+            return slots[at, 1]
+        at = (at + 1) & (size - 1)
+    return -1
+
+
+@inlined
+def _blame(s, d, blame):
+    for w in range(len(blame)):
+        s.conflict[d, w] |= blame[w]
+
+
+@inlined
+def _check(s, table, geo, d, token, forward_checking):
+    """Forward checking of `token` at d: every context it completes must be a context of the
+    table, every above part it completes the start of one. A failure adds the positions that
+    made the failing context to d's conflict set. Writes the completed contexts' rows to
+    s.bounds (−1: none, or not checked)."""
+    s.bounds[:] = -1
+    if not forward_checking:
+        return True
+    slots = len(geo.offsets)
+    for k in range(2):
+        q = geo.completes[d, k]
+        if q >= 0:
+            key = window_key(s.grid, geo, q, slots, geo.slot[d, k], token, table.positional)
+            at = -1
+            if might_contain(table.key_words, table.key_mask, key):
+                at = find(table.key_slots, key)
+            if at < 0:
+                _blame(s, d, geo.blame[d, k])
+                return False
+            s.bounds[2 * k], s.bounds[2 * k + 1] = table.starts[at], table.starts[at + 1]
+    for j in range(geo.above.shape[1]):
+        q = geo.above[d, j]
+        if q >= 0:
+            slot = geo.above_slot[d, j]
+            key = window_key(s.grid, geo, q, geo.above_size, slot, token, table.positional)
+            known = might_contain(table.above_words, table.above_mask, key)
+            if not known or find(table.above_slots, key) < 0:
+                _blame(s, d, geo.above_blame[d, j])
+                return False
+    return True
+
+
+@inlined
+def _first_draw(s, table, geo, d, u, forward_checking):
+    """A row of d's histogram with P ∝ weight (inverse CDF over the prefix sums) if it passes
+    forward checking, else −1. Most contexts hold one token: no draw, no list."""
+    start, end = s.seg[d, 0], s.seg[d, 1]
+    row = start
+    if end - start > 1:
+        base = table.cum[start] - table.weight[start]
+        target = base + u * (table.cum[end - 1] - base)
+        lo, hi = start, end - 1
+        while lo < hi:  # the first row whose prefix sum exceeds the target
+            mid = (lo + hi) >> 1
+            if table.cum[mid] > target:
+                hi = mid
+            else:
+                lo = mid + 1
+        row = lo
+    s.drawn[d] = row
+    return row if _check(s, table, geo, d, table.tokens[row], forward_checking) else -1
+
+
+@inlined
+def _list(s, table, d):
+    """Push d's candidates, but its first draw, on the stack, untried and unchecked."""
+    off, drawn = s.counters[0], s.drawn[d]
+    rows, weight, table_weight = s.stack_row, s.stack_weight, table.weight
+    n = 0
+    for row in range(s.seg[d, 0], s.seg[d, 1]):
+        if row != drawn:
+            rows[off + n] = row
+            weight[off + n] = table_weight[row]
+            n += 1
+    s.list_off[d], s.list_left[d] = off, n
+    s.counters[0] = off + n
+
+
+@inlined
+def _next_candidate(s, table, geo, d, draws, forward_checking):
+    """d's next candidate that passes forward checking, or −1. Untried candidates are drawn
+    with P ∝ weight, so they come in the order of weighted sampling without replacement; each
+    is checked when drawn, and one that fails is dropped (its blame kept) and the next drawn:
+    the first that passes is distributed as q restricted to the candidates that pass, and the
+    others need no check. `draws` = (seed, sample, step): the k-th draw of a step uses
+    uniform(seed, sample, step, k), k ≥ 1 (the step's first draw used k = 0)."""
+    if s.list_off[d] < 0:
+        _list(s, table, d)
+    off, (seed, sample, step) = s.list_off[d], draws
+    rows, weight = s.stack_row, s.stack_weight  # locals: no reference count per element
+    k = np.uint64(1)
+    while s.list_left[d] > 0:
+        u, k = uniform(seed, sample, step, k), k + _ONE
+        left = s.list_left[d]
+        total = 0.0
+        for e in range(off, off + left):
+            total += weight[e]
+        target, acc, chosen = u * total, 0.0, off + left - 1
+        for e in range(off, off + left):
+            acc += weight[e]
+            if acc > target:
+                chosen = e
+                break
+        last = off + left - 1  # the chosen one moves behind the untried ones
+        row = rows[chosen]
+        rows[chosen], rows[last] = rows[last], row
+        weight[chosen], weight[last] = weight[last], weight[chosen]
+        s.list_left[d] = left - 1
+        if _check(s, table, geo, d, table.tokens[row], forward_checking):
+            return row
+    return -1
+
+
+@inlined
+def _place(s, table, geo, d, row):
+    """Put row's token at d; the contexts it completes get their rows from forward checking."""
+    s.rows[d] = row
+    s.grid[d // geo.width + geo.r, d % geo.width + geo.r] = table.tokens[row]
+    for k in range(2):
+        q = geo.completes[d, k]
+        if q >= 0:
+            s.seg[q, 0], s.seg[q, 1] = s.bounds[2 * k], s.bounds[2 * k + 1]
+
+
+@inlined
+def _highest(mask):
+    """The highest position in a position set, −1 for the empty set."""
+    for w in range(len(mask) - 1, -1, -1):
+        word = mask[w]
+        if word != 0:
+            bit = 63
+            while (word >> np.uint64(bit)) & _ONE == 0:
+                bit -= 1
+            return 64 * w + bit
+    return -1
+
+
+@inlined
+def _back(s, geo, d, backjumping):
+    """d ran out of candidates: back to the latest position its failures depend on (its own
+    window, and what d's conflict set collected), or to d − 1 without backjumping. Forgets what
+    it knew at the positions it leaves behind. Returns the target, −1 when none exists."""
+    if backjumping:
+        for w in range(len(s.mask)):
+            s.mask[w] = s.conflict[d, w] | geo.window[d, w]
+        target = _highest(s.mask)
+    else:
+        target = d - 1
+    if target < 0:
+        return -1
+    if backjumping:  # the target inherits the reasons, but itself
+        for w in range(len(s.mask)):
+            s.conflict[target, w] |= s.mask[w] & ~geo.single[target, w]
+    s.counters[1] += 1
+    s.counters[2] += target < d - 1
+    for p in range(target + 1, d + 1):
+        s.conflict[p] = 0
+        s.list_off[p], s.list_left[p], s.drawn[p] = -1, 0, -1
+    s.counters[0] = s.top_at[target + 1]
+    return target
+
+
+@inlined
+def _look_up(s, table, geo, d):
+    """The rows of d's context, read from the grid (the first position, or no forward check)."""
+    key = window_key(s.grid, geo, d, len(geo.offsets), -1, 0, table.positional)
+    at = find(table.key_slots, key)
+    if at >= 0:
+        s.seg[d, 0], s.seg[d, 1] = table.starts[at], table.starts[at + 1]
+
+
+@compiled
+def _search_one(s, table, geo, sample, seed, budget, forward_checking, backjumping):
+    """One sample's search; returns (status, depth reached, steps). A step enters a position
+    or tries its next candidate, and goes back when that finds none."""
+    positions = len(geo.window)
+    d, steps, entering = 0, 0, True
+    while d < positions:
+        if steps >= budget:
+            return OUT_OF_BUDGET, d, steps
+        steps += 1
+        row = -1
+        if entering:
+            s.top_at[d] = s.counters[0]
+            if s.seg[d, 0] < 0:
+                _look_up(s, table, geo, d)
+            if s.seg[d, 0] >= 0:
+                u = uniform(seed, sample, np.uint64(steps), np.uint64(0))
+                row = _first_draw(s, table, geo, d, u, forward_checking)
+            entering = False
+        if row < 0 and s.seg[d, 0] >= 0:
+            draws = (seed, sample, np.uint64(steps))
+            row = _next_candidate(s, table, geo, d, draws, forward_checking)
+        if row >= 0:
+            _place(s, table, geo, d, row)
+            d, entering = d + 1, True
+        else:
+            d = _back(s, geo, d, backjumping)
+            if d < 0:
+                return EXHAUSTED, 0, steps
+    return FINISHED, d, steps
+
+
+@compiled
+def _reset(s, pad):
+    s.grid[:] = pad
+    s.seg[:] = -1
+    s.rows[:] = -1
+    s.drawn[:] = -1
+    s.list_off[:] = -1
+    s.list_left[:] = 0
+    s.conflict[:] = 0
+    s.counters[:] = 0
+
+
+def scratch(height, geo, stack):
+    """One search's working arrays (numpy, made once per call)."""
+    positions, words = geo.window.shape
+    return _Scratch(
+        np.empty((height + geo.r, geo.width + 2 * geo.r), np.int64),
+        np.empty((positions, 2), np.int64),
+        np.empty(positions, np.int64),
+        np.empty(positions, np.int64),
+        np.empty(positions, np.int64),
+        np.empty(positions, np.int64),
+        np.empty(positions, np.int64),
+        np.empty((positions, words), np.uint64),
+        np.empty(stack, np.int64),
+        np.empty(stack, np.float64),
+        np.empty(4, np.int64),
+        np.empty(words, np.uint64),
+        np.empty(3, np.int64),
+    )
+
+
+@compiled
+def search(sample_ids, seed, budget, forward_checking, backjumping, table, geo, s, out):
+    """Search sample_ids[i] into row i of `out`, in the working arrays `s` (scratch)."""
+    positions = geo.window.shape[0]
+    for i in range(len(sample_ids)):
+        _reset(s, geo.pad)
+        status, depth, steps = _search_one(
+            s, table, geo, np.uint64(sample_ids[i]), seed, budget, forward_checking, backjumping
+        )
+        out.status[i], out.placed[i], out.steps[i] = status, depth, steps
+        out.backtracks[i], out.jumps[i] = s.counters[1], s.counters[2]
+        for p in range(positions):
+            out.tokens[i, p] = s.grid[p // geo.width + geo.r, p % geo.width + geo.r]
+            out.rows[i, p] = s.rows[p] if p < depth else -1

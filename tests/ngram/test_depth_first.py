@@ -1,0 +1,69 @@
+"""The compiled search's building blocks agree with the array code the build and the rest of the
+engine use: the same context keys, the same uniforms, and a hash table that finds exactly the
+keys it holds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.ngram import depth_first
+from service.ngram.constraints import grid_constraints
+from service.ngram.samples import uniform
+from service.ngram.windows import above_size, context_keys, context_offsets, gather_contexts
+
+
+def geometry(gamma: int, height: int, width: int, pad: int) -> depth_first.Geometry:
+    c = grid_constraints(gamma, height, width)
+    return depth_first.Geometry(
+        width, (gamma - 1) // 2, np.ascontiguousarray(context_offsets(gamma)), above_size(gamma),
+        pad, c.completes, c.slot, c.blame, c.above, c.above_slot, c.above_blame, c.window,
+        c.single,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("gamma", "positional"), [(3, False), (5, True), (7, False)])
+def test_window_keys_are_the_build_s_context_keys(gamma: int, positional: bool) -> None:
+    """Every position's key, with and without one slot replaced, whole and above part alone."""
+    rng = np.random.default_rng(gamma)
+    height, width, pad = 5, 6, 16
+    geo = geometry(gamma, height, width, pad)
+    r = (gamma - 1) // 2
+    grid = np.pad(rng.integers(0, pad, (1, height, width)), ((0, 0), (r, 0), (r, r)),
+                  constant_values=pad)  # fmt: skip
+    for q in range(height * width):
+        ctx = gather_contexts(grid, np.array([0]), np.array([q // width]), np.array([q % width]),
+                              gamma)  # fmt: skip
+        where = np.array([q]) if positional else None
+        key = depth_first.window_key(grid[0], geo, q, ctx.shape[1], -1, 0, positional)
+        assert key == context_keys(ctx, where)[0]
+        slot, token = int(rng.integers(ctx.shape[1])), int(rng.integers(pad))
+        changed = ctx.copy()
+        changed[0, slot] = token
+        key = depth_first.window_key(grid[0], geo, q, ctx.shape[1], slot, token, positional)
+        assert key == context_keys(changed, where)[0]
+        above = above_size(gamma)
+        key = depth_first.window_key(grid[0], geo, q, above, -1, 0, positional)
+        assert key == context_keys(ctx[:, :above], where)[0]
+
+
+def test_uniforms_are_the_array_code_s() -> None:
+    rng = np.random.default_rng(3)
+    seeds, samples, steps, js = (rng.integers(0, 2**53, 50) for _ in range(4))
+    for seed, sample, step, j in zip(seeds, samples, steps, js, strict=True):
+        counters = (np.uint64(c) for c in (seed, sample, step, j))
+        mine = depth_first.uniform(*counters)
+        assert mine == uniform(int(seed), np.array([sample]), np.array([step]), int(j))[0]
+        assert 0.0 < mine < 1.0
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000, 4097])
+def test_hash_table_finds_its_keys_and_nothing_else(n: int) -> None:
+    rng = np.random.default_rng(n)
+    keys = np.unique(rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64))
+    slots = depth_first.hash_table(keys)
+    assert len(slots) >= 2 * len(keys) and len(slots) & (len(slots) - 1) == 0
+    for i, key in enumerate(keys):
+        assert depth_first.find(slots, key) == i
+    others = np.setdiff1d(rng.integers(-(2**63), 2**63 - 1, 2000, dtype=np.int64), keys)
+    assert all(depth_first.find(slots, k) == -1 for k in others)
