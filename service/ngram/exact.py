@@ -120,8 +120,8 @@ class ExactSampler:
             window=c.window,
             single=c.single,
         )
-        self._key_slots = depth_first.hash_table(index.keys)
-        self._above_slots = depth_first.hash_table(index.above_keys)
+        self._key_slots = index.key_slots  # mapped with the index, or built once per index
+        self._above_slots = index.above_slots
         longest = int(np.diff(index.starts).max()) if len(index.keys) else 1
         self._stack = c.positions * longest  # one list per position on the path at most
         self._weights: dict[float, Weights] = {}

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import duckdb
 import numpy as np
 
 from service.errors import InvalidInputError
+from service.ngram import depth_first
 from service.ngram.store import TableInfo, get_table, read_context_tokens, read_table
 from service.ngram.windows import above_size, context_keys, context_size
 
@@ -47,7 +48,13 @@ class KeyFilter:
 
     BITS_PER_KEY = 20
 
-    def __init__(self, keys: np.ndarray) -> None:
+    def __init__(self, keys: np.ndarray, words: np.ndarray | None = None) -> None:
+        """The filter of `keys`, or the one whose bit `words` were built before (then `keys`
+        is not read)."""
+        if words is not None:
+            self.words = words
+            self.mask = np.uint64(64 * len(words) - 1)
+            return
         bits = 1 << max(16, int(np.ceil(np.log2(self.BITS_PER_KEY * max(len(keys), 1)))))
         self.mask = np.uint64(bits - 1)
         self.words = np.zeros(bits // 64, np.uint64)
@@ -70,6 +77,17 @@ class KeyFilter:
 
 
 @dataclass(frozen=True)
+class SearchAids:
+    """What the exact search looks keys up in, built from the index's keys: saved with the index
+    (ngram/index_files.py) so that no process builds them again."""
+
+    key_slots: np.ndarray  # (S, 2) int64 hash table of keys (depth_first.hash_table)
+    above_slots: np.ndarray  # (S', 2) int64 hash table of above_keys
+    key_words: np.ndarray  # (B,) uint64 Bloom filter words of keys (KeyFilter)
+    above_words: np.ndarray  # (B',) uint64 Bloom filter words of above_keys
+
+
+@dataclass(frozen=True)
 class NgramIndex:
     info: TableInfo
     keys: np.ndarray  # (M,) int64, sorted, unique
@@ -78,6 +96,7 @@ class NgramIndex:
     counts: np.ndarray  # (R,) int64
     examples: np.ndarray  # (R,) int64
     above_keys: np.ndarray  # (A,) int64, sorted, unique: keys of the contexts' above parts
+    built: SearchAids | None = field(default=None, repr=False, compare=False)  # None: build them
 
     @property
     def gamma(self) -> int:
@@ -123,12 +142,28 @@ class NgramIndex:
 
     @cached_property
     def key_filter(self) -> KeyFilter:
-        """Built on first use (the exact search's forward check)."""
-        return KeyFilter(self.keys)
+        """Built on first use (the exact search's forward check), unless it came built."""
+        return KeyFilter(self.keys, self.built.key_words if self.built else None)
 
     @cached_property
     def above_filter(self) -> KeyFilter:
-        return KeyFilter(self.above_keys)
+        return KeyFilter(self.above_keys, self.built.above_words if self.built else None)
+
+    @cached_property
+    def key_slots(self) -> np.ndarray:
+        """(S, 2) int64 hash table of the keys for the exact search, built on first use unless
+        it came built."""
+        return self.built.key_slots if self.built else depth_first.hash_table(self.keys)
+
+    @cached_property
+    def above_slots(self) -> np.ndarray:
+        return self.built.above_slots if self.built else depth_first.hash_table(self.above_keys)
+
+    def search_aids(self) -> SearchAids:
+        """The hash tables and filters, built now if they were not."""
+        return SearchAids(
+            self.key_slots, self.above_slots, self.key_filter.words, self.above_filter.words
+        )
 
     def has_above(self, keys: np.ndarray) -> np.ndarray:
         """(M,) bool: whether some context of the table has this above part (a key made by

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -29,6 +30,7 @@ from service.latents.bits import pack_bits, packed_size, unpack_bits
 from service.latents.codec import decode_bits, encode_images
 from service.latents.latent_set import LatentSet
 from service.ngram.index import NgramIndex
+from service.ngram.index_files import load_index
 from service.ngram.modes import Mode, Sampler
 from service.ngram.samples import SampleConfig
 from service.ngram.store import TableInfo, list_tables, open_store, upgrade_store
@@ -120,9 +122,11 @@ class LoadedRun:
             check_tables_fresh(paths, tables, files.latents)
             if not tables:
                 raise RunError(f"no n-gram tables in {paths.store}: run `latentgram build`")
-            indexes = {
-                (t.gamma, t.positional): NgramIndex.load(con, t.gamma, t.positional) for t in tables
-            }
+            started = time.perf_counter()
+            indexes = {(t.gamma, t.positional): load_index(con, paths.store, t) for t in tables}
+            log.info(
+                "indexes of %d tables ready in %.2f s", len(indexes), time.perf_counter() - started
+            )
         networks = {key: load_arvm(paths, *key) for key in indexes if has_arvm(paths, *key)}
         return cls(files, tables, indexes, networks, files.nearest_index())
 

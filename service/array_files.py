@@ -1,0 +1,132 @@
+"""A folder of .npy arrays and a JSON manifest, written atomically and mapped read-only.
+
+Arrays a process builds are private memory: N workers each holding a table's index hold N copies.
+Arrays mapped from the same files live once, in the page cache, whatever the number of processes
+that map them, and mapping costs milliseconds where building costs seconds. The folder is written
+whole beside its final name and renamed in, so a reader sees the old set, the new one or none,
+never a mix; two processes racing to write it both end with one complete set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1  # bumped when the layout of a folder changes: older folders read as stale
+MANIFEST = "manifest.json"
+TEMPORARY_PREFIX = ".tmp-"  # a folder being written; one this old was left by a crashed writer
+ABANDONED_SECONDS = 3600.0
+
+
+class StaleArrays(Exception):
+    """A folder that is missing, of another version or source, or damaged: rebuild it."""
+
+
+def read_arrays(folder: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays of `folder`, mapped read-only, when its manifest holds exactly `meta` and every
+    file has the dtype and shape the manifest lists; StaleArrays says what differs."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise StaleArrays(f"{folder} has no {MANIFEST}") from exc
+    except (OSError, ValueError) as exc:
+        raise StaleArrays(f"{folder / MANIFEST} is unreadable: {exc}") from exc
+    if manifest.get("format") != FORMAT_VERSION or manifest.get("meta") != dict(meta):
+        raise StaleArrays(f"{folder} was written for {manifest.get('meta')}, not {dict(meta)}")
+    arrays = {}
+    for name, spec in manifest.get("arrays", {}).items():
+        try:
+            array = _map(folder / f"{name}.npy")
+        except (OSError, ValueError) as exc:
+            raise StaleArrays(f"{folder / name}.npy is unreadable: {exc}") from exc
+        if str(array.dtype) != spec["dtype"] or list(array.shape) != spec["shape"]:
+            raise StaleArrays(
+                f"{folder / name}.npy is {array.dtype} {array.shape}, the manifest says "
+                f"{spec['dtype']} {tuple(spec['shape'])}"
+            )
+        arrays[name] = array
+    return arrays
+
+
+def _map(path: Path) -> np.ndarray:
+    """A plain read-only ndarray over the file's pages (numba and numpy see no memmap)."""
+    return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
+
+
+def write_arrays(
+    folder: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
+    """Write the arrays and a manifest of `meta` as `folder`, atomically, and map them back.
+
+    A folder already there is replaced (it was stale); when another process publishes the same
+    folder meanwhile, its set is kept and ours dropped. OSError when the parent is not writable.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f"{TEMPORARY_PREFIX}{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        specs = {}
+        for name, array in arrays.items():
+            with open(tmp / f"{name}.npy", "wb") as f:
+                np.save(f, np.ascontiguousarray(array), allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())  # the rename below must never publish unwritten pages
+            specs[name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
+        manifest = {"format": FORMAT_VERSION, "meta": dict(meta), "arrays": specs}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _publish(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return read_arrays(folder, meta)
+
+
+def _publish(tmp: Path, folder: Path) -> None:
+    """Rename `tmp` to `folder`, moving a stale `folder` aside first."""
+    try:
+        os.rename(tmp, folder)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    aside = folder.with_name(f"{TEMPORARY_PREFIX}{folder.name}-old-{uuid.uuid4().hex[:8]}")
+    with contextlib.suppress(FileNotFoundError):  # another writer moved it first
+        os.rename(folder, aside)  # mapped files stay valid: their pages live until unmapped
+    try:
+        os.rename(tmp, folder)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        # Another writer published between our two renames: its set is as good as ours.
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def remove_others(parent: Path, keep: Collection[str]) -> list[str]:
+    """Remove the folders of `parent` not named in `keep` (and temporary ones a crashed writer
+    left); returns the names removed. Processes that mapped their files keep reading them."""
+    removed = []
+    now = time.time()
+    for child in parent.iterdir() if parent.is_dir() else ():
+        if not child.is_dir() or child.name in keep:
+            continue
+        if child.name.startswith(TEMPORARY_PREFIX):
+            try:
+                if now - child.stat().st_mtime < ABANDONED_SECONDS:
+                    continue  # perhaps still being written
+            except FileNotFoundError:
+                continue
+        shutil.rmtree(child, ignore_errors=True)
+        removed.append(child.name)
+    return removed
