@@ -87,8 +87,23 @@ class HammingIndex:
             raise ValueError(
                 f"{bits}-bit latents need (N, {-(-bits // 8)}) bytes, got {packed.shape}"
             )
+        self._hold(np.ascontiguousarray(to_words(packed, bits).T), bits)
+
+    @classmethod
+    def from_words(cls, words: np.ndarray, bits: int) -> HammingIndex:
+        """An index over the (W, N) uint64 `words` of another (mapped read-only, say), as is."""
+        index = cls.__new__(cls)
+        index._hold(words, bits)
+        return index
+
+    @property
+    def words(self) -> np.ndarray:
+        """(W, N) uint64: the database rows, word-major."""
+        return self._words
+
+    def _hold(self, words: np.ndarray, bits: int) -> None:
         self.bits = bits
-        self._words = np.ascontiguousarray(to_words(packed, bits).T)  # (W, N) uint64
+        self._words = words  # (W, N) uint64
         # uint8 distances whenever they fit: a quarter of the memory traffic of uint32.
         self._dtype = np.dtype(np.uint8 if bits < 256 else np.uint16 if bits < 65536 else np.uint32)
 

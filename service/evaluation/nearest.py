@@ -8,18 +8,28 @@ PSNR above 30 dB (the paper's rule) and equal latents.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 
 from models import BLAE
+from service.array_files import StaleArrays, read_arrays, remove_others, write_arrays
 from service.errors import InvalidInputError
 from service.evaluation.hamming import HammingIndex
 from service.evaluation.pixels import PixelIndex, psnr_from_squared_error, squared_errors
 from service.latents.bits import packed_size
 from service.latents.codec import decode_packed, encode_images
 
+log = logging.getLogger(__name__)
+
+NEAREST_DIR = (
+    "nearest"  # <run>/nearest/<key>/: a run's NearestIndex arrays, mapped by every process
+)
 MEMORIZED_PSNR_DB = 30.0  # the paper's rule: a sample this close to a training image is a copy
 NearestBy = Literal["pixels", "latent"]  # the one list of what a nearest search ranks by
 NEAREST_BY: tuple[NearestBy, ...] = get_args(NearestBy)
@@ -117,19 +127,80 @@ class NearestIndex:
         if packed.shape != (n, packed_size(latent_shape)) or len(labels) != n or n == 0:
             raise ValueError(f"need N ≥ 1 rows of images, latents {latent_shape}, ids and labels")
         order = np.argsort(ids, kind="stable")  # position order = id order: ties go to lower ids
-        self.ids = np.asarray(ids, dtype=np.int64)[order]
-        if np.any(self.ids[1:] == self.ids[:-1]):
+        sorted_ids = np.asarray(ids, dtype=np.int64)[order]
+        if np.any(sorted_ids[1:] == sorted_ids[:-1]):
             raise ValueError("training ids must be unique")
-        self.labels = np.asarray(labels, dtype=np.int64)[order]
-        c, h, w = images.shape[1:]
+        self._hold(
+            {
+                "ids": sorted_ids,
+                "labels": np.asarray(labels, dtype=np.int64)[order],
+                "packed": np.ascontiguousarray(packed[order]),
+                **PixelIndex(images[order]).arrays(),
+                "words": HammingIndex(packed[order], int(np.prod(latent_shape))).words,
+            },
+            np.ascontiguousarray(reconstructions[order].reshape(n, -1)),
+            image_shape=images.shape[1:],
+            latent_shape=latent_shape,
+            class_names=class_names,
+            model=model,
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: Mapping[str, np.ndarray],
+        reconstructions: np.ndarray,
+        *,
+        image_shape: tuple[int, ...],
+        latent_shape: tuple[int, int, int],
+        class_names: tuple[str, ...] = (),
+        model: BLAE | None = None,
+    ) -> NearestIndex:
+        """An index over the arrays of another's `arrays()` (mapped read-only, say), used as they
+        are; reconstructions (N, C, H, W) uint8 in the same (id) order."""
+        index = cls.__new__(cls)
+        flat = reconstructions.reshape(len(reconstructions), -1)  # a view: no copy
+        index._hold(
+            arrays,
+            flat,
+            image_shape=image_shape,
+            latent_shape=latent_shape,
+            class_names=class_names,
+            model=model,
+        )
+        return index
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array the searches read but the reconstructions (cached on their own), by name."""
+        return {
+            "ids": self.ids,
+            "labels": self.labels,
+            "packed": self.packed,
+            **self.pixels.arrays(),
+            "words": self.latents.words,
+        }
+
+    def _hold(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        reconstructions: np.ndarray,
+        *,
+        image_shape: tuple[int, ...],
+        latent_shape: tuple[int, int, int],
+        class_names: tuple[str, ...],
+        model: BLAE | None,
+    ) -> None:
+        self.ids = arrays["ids"]  # (N,) int64, ascending
+        self.labels = arrays["labels"]  # (N,) int64
+        self.packed = arrays["packed"]  # (N, bytes) uint8
+        c, h, w = image_shape
         self.image_shape = (int(c), int(h), int(w))
         self.latent_shape = latent_shape
         self.class_names = tuple(class_names)
         self.model = model
-        self.pixels = PixelIndex(images[order])
-        self.latents = HammingIndex(packed[order], int(np.prod(latent_shape)))
-        self.reconstructions = np.ascontiguousarray(reconstructions[order].reshape(n, -1))
-        self.packed = np.ascontiguousarray(packed[order])
+        self.pixels = PixelIndex.from_arrays(arrays["pixels"], arrays["centred"], arrays["norms"])
+        self.latents = HammingIndex.from_words(arrays["words"], int(np.prod(latent_shape)))
+        self.reconstructions = reconstructions  # (N, C·H·W) uint8
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -228,3 +299,79 @@ class NearestIndex:
 def _check_count(field: str, rows: int, count: int | None) -> None:
     if count is not None and rows != count:
         raise InvalidInputError(f"{field} must have one row per query ({count}), got {rows}")
+
+
+def nearest_key(images: np.ndarray, packed: np.ndarray, ids: np.ndarray, labels: np.ndarray) -> str:
+    """A digest of what a NearestIndex is built from: other images or latents, another key."""
+    digest = hashlib.sha256()
+    for array in (images, packed, np.asarray(ids, np.int64), np.asarray(labels, np.int64)):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.data.cast("B"))
+    return digest.hexdigest()[:16]
+
+
+def shared_nearest_index(
+    folder: Path,
+    images: np.ndarray,
+    packed: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    reconstructions: np.ndarray,
+    *,
+    latent_shape: tuple[int, int, int],
+    class_names: tuple[str, ...] = (),
+    model: BLAE | None = None,
+) -> NearestIndex:
+    """NearestIndex(images, packed, ids, labels, reconstructions, ...) with its arrays mapped
+    read-only from folder/nearest/<key>/, so that the processes serving a run share one copy of
+    their pages (the pixels in float32 alone are 4 bytes per pixel of the training set). Built
+    and saved there when missing or damaged; built in memory where `folder` cannot be written."""
+    key = nearest_key(images, packed, ids, labels)
+    target = folder / NEAREST_DIR / key
+    meta = {"key": key, "rows": len(ids), "image_shape": list(images.shape[1:])}
+    try:
+        arrays = read_arrays(target, meta)
+        _check_rows(arrays, len(ids))
+    except StaleArrays as why:
+        log.info("building the nearest-image arrays in %s: %s", target, why)
+        index = NearestIndex(
+            images,
+            packed,
+            ids,
+            labels,
+            reconstructions,
+            latent_shape=latent_shape,
+            class_names=class_names,
+            model=model,
+        )
+        try:
+            arrays = write_arrays(target, index.arrays(), meta)
+        except OSError as exc:
+            log.warning(
+                "cannot cache the nearest-image arrays in %s (%s): kept in memory", folder, exc
+            )
+            return index
+        remove_others(target.parent, {key})
+    order = np.argsort(ids, kind="stable")
+    if np.any(order != np.arange(len(order))):
+        reconstructions = reconstructions[order]  # a copy; in id order already, they stay mapped
+    return NearestIndex.from_arrays(
+        arrays,
+        reconstructions,
+        image_shape=images.shape[1:],
+        latent_shape=latent_shape,
+        class_names=class_names,
+        model=model,
+    )
+
+
+def _check_rows(arrays: Mapping[str, np.ndarray], rows: int) -> None:
+    """Each array has a row per training image (the words hold them as columns)."""
+    names = ("ids", "labels", "packed", "pixels", "centred", "norms", "words")
+    for name in names:
+        if name not in arrays:
+            raise StaleArrays(f"the nearest-image arrays lack {name}")
+        axis = 1 if name == "words" else 0
+        if arrays[name].ndim <= axis or arrays[name].shape[axis] != rows:
+            raise StaleArrays(f"{name} has no row for each of the {rows} training images")

@@ -73,11 +73,27 @@ class PixelIndex:
     def __init__(self, images: np.ndarray) -> None:
         """images: (N, C, H, W) uint8."""
         n = len(images)
-        self.pixels = np.ascontiguousarray(images.reshape(n, -1), dtype=np.uint8)  # (N, D)
+        pixels = np.ascontiguousarray(images.reshape(n, -1), dtype=np.uint8)  # (N, D)
+        centred = pixels.astype(np.float32)  # (N, D)
+        centred -= _CENTRE
+        self._hold(pixels, centred, _centred_norms(pixels).astype(np.float32))
+
+    @classmethod
+    def from_arrays(cls, pixels: np.ndarray, centred: np.ndarray, norms: np.ndarray) -> PixelIndex:
+        """An index over the arrays of `arrays()` (mapped read-only, say), used as they are."""
+        index = cls.__new__(cls)
+        index._hold(pixels, centred, norms)
+        return index
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What the index searches: pixels (N, D) uint8, centred (N, D) float32, norms (N,)."""
+        return {"pixels": self.pixels, "centred": self._centred, "norms": self._norms}
+
+    def _hold(self, pixels: np.ndarray, centred: np.ndarray, norms: np.ndarray) -> None:
+        self.pixels = pixels  # (N, D) uint8
         self.values = self.pixels.shape[1]
-        self._centred = self.pixels.astype(np.float32)  # (N, D)
-        self._centred -= _CENTRE
-        self._norms = _centred_norms(self.pixels).astype(np.float32)  # (N,) exact while D ≤ 1024
+        self._centred = centred  # (N, D) float32 pixels − 128
+        self._norms = norms  # (N,) float32 ‖pixels − 128‖², exact while D ≤ 1024
         # Bound on |score − true score| (module docstring): one rounding of the norm and of the
         # sum, each ≤ u·|value| with |value| ≤ 3·D·2^14, plus γ_D·Σ|2x·y| where the product is
         # not exact. Doubled for margin; used only to decide when to look at more candidates.

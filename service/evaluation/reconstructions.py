@@ -33,6 +33,7 @@ def cached_reconstructions(
 ) -> np.ndarray:
     """BL-AE reconstructions (N, C, H, W) uint8 of training latents (N, bytes), decoded once.
 
+    The file is mapped read-only, so the processes that serve a run share one copy of its pages.
     A cache file whose key differs (another BL-AE or other latents) is never read, and is removed
     when the new one is written. A read-only run directory only costs the decode on every load.
     """
@@ -41,7 +42,7 @@ def cached_reconstructions(
     shape = (len(packed), cfg.image_channels, cfg.image_size, cfg.image_size)
     if path.exists():
         try:
-            cached = np.load(path, allow_pickle=False)
+            cached = _map(path)
             if cached.dtype == np.uint8 and cached.shape == shape:
                 return cached
         except (OSError, ValueError) as exc:
@@ -55,6 +56,12 @@ def cached_reconstructions(
         for stale in folder.glob(f"{RECONSTRUCTIONS_PREFIX}*.npy"):
             if stale != path:
                 stale.unlink(missing_ok=True)
+        return _map(path)
     except OSError as exc:
         log.warning("cannot cache reconstructions in %s: %s", folder, exc)
     return reconstructions
+
+
+def _map(path: Path) -> np.ndarray:
+    """The array of an .npy file as a plain read-only ndarray over its pages."""
+    return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))

@@ -24,7 +24,7 @@ from service.data.images import RGB, background_colour
 from service.data.parquet import read_images, read_latents
 from service.data.sources import ImageSet
 from service.errors import InvalidInputError, RunError
-from service.evaluation.nearest import NearestBy, NearestIndex
+from service.evaluation.nearest import NearestBy, NearestIndex, shared_nearest_index
 from service.evaluation.reconstructions import cached_reconstructions
 from service.latents.bits import pack_bits, packed_size, unpack_bits
 from service.latents.codec import decode_bits, encode_images
@@ -81,7 +81,8 @@ class RunFiles:
             )
         packed = train.packed[by_latent]
         model = self.blae.model
-        return NearestIndex(
+        return shared_nearest_index(
+            paths.root,
             train_images.images[by_image],
             packed,
             ids[by_image],
