@@ -216,6 +216,7 @@ def limit_memory(
     Set once per connection, before the first build: DuckDB refuses to move a temp directory
     it has used."""
     if temp_directory is not None:
+        temp_directory.mkdir(parents=True, exist_ok=True)  # DuckDB makes one level, not parents
         con.execute(f"SET temp_directory = '{_quoted(temp_directory)}'")
     if memory_limit is not None:
         limit = parse_memory_limit(memory_limit)

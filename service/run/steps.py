@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 from tqdm import tqdm
 
@@ -19,7 +20,7 @@ from service.data.fingerprint import check_same_data, data_record, source_flags
 from service.data.latent_batches import iter_train_grids, read_latents_header
 from service.data.parquet import read_latents, write_images, write_latents
 from service.data.sources import DataSpec
-from service.errors import InvalidInputError, RunError
+from service.errors import InvalidInputError, RunError, first_line
 from service.files import file_sha256
 from service.latents.bits import pack_bits
 from service.latents.codec import decode_bits, encode_images
@@ -183,6 +184,8 @@ def build_run_tables(
                         con, batches, gamma=gamma, positional=positional, run=str(paths.root)
                     )
                 built.append(info)
+    except duckdb.Error as exc:  # out of memory or disk past the limit: the old tables stay
+        raise RunError(f"the build failed in DuckDB: {first_line(exc)}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     update_run_json(

@@ -231,7 +231,7 @@ def test_a_build_under_a_small_memory_limit_spills_and_counts_the_same(tmp_path:
     grids = grids_from_tokens(rng.integers(0, 4096, (40_000, 4, 4)), channels=12)
     with open_store(tmp_path / "free.duckdb") as con:
         expected = table_digest(con, build_table(con, grids, gamma=7))
-    spill = tmp_path / "spill"
+    spill = tmp_path / "run" / "tmp" / "duckdb"  # as a run's: parents that do not exist yet
     with open_store(tmp_path / "limited.duckdb") as con:
         limit_memory(con, "48MB", spill)
         spilled: list[int] = []
