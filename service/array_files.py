@@ -29,6 +29,7 @@ FORMAT_VERSION = 1  # bumped when the layout of a folder changes: older folders 
 MANIFEST = "manifest.json"
 TEMPORARY_PREFIX = ".tmp-"  # a folder being written; one this old was left by a crashed writer
 ABANDONED_SECONDS = 3600.0
+READ_ATTEMPTS = 5  # reads of a folder that writers keep replacing before giving up
 
 
 class StaleArrays(Exception):
@@ -37,7 +38,31 @@ class StaleArrays(Exception):
 
 def read_arrays(folder: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The arrays of `folder`, mapped read-only, when its manifest holds exactly `meta` and every
-    file has the dtype and shape the manifest lists; StaleArrays says what differs."""
+    file has the dtype and shape the manifest lists; StaleArrays says what differs.
+
+    A writer may replace the folder while it is read: the set is read again until the folder
+    was the same one (the same inode) before and after, so the arrays are never a mix of two."""
+    for _ in range(READ_ATTEMPTS):
+        before = _inode(folder)
+        try:
+            arrays = _read_once(folder, meta)
+        except StaleArrays:
+            if _inode(folder) == before:
+                raise
+            continue  # replaced meanwhile: what was read may be a mix
+        if _inode(folder) == before:
+            return arrays
+    raise StaleArrays(f"{folder} kept being replaced while it was read")
+
+
+def _inode(folder: Path) -> int | None:
+    try:
+        return folder.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def _read_once(folder: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -87,20 +112,30 @@ def write_arrays(
             specs[name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
         manifest = {"format": FORMAT_VERSION, "meta": dict(meta), "arrays": specs}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        _publish(tmp, folder)
+        _publish(tmp, folder, meta)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return read_arrays(folder, meta)
+    try:
+        return read_arrays(folder, meta)
+    except StaleArrays as why:  # another writer is replacing it right now: ours are as good
+        log.info("using the arrays written for %s from memory: %s", folder, why)
+        return dict(arrays)
 
 
-def _publish(tmp: Path, folder: Path) -> None:
-    """Rename `tmp` to `folder`, moving a stale `folder` aside first."""
+def _publish(tmp: Path, folder: Path, meta: Mapping[str, Any]) -> None:
+    """Rename `tmp` to `folder`; a `folder` already there is kept when it holds a whole set for
+    `meta` (another writer's), and moved aside first when it is stale."""
     try:
         os.rename(tmp, folder)
         return
     except OSError as exc:
         if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
             raise
+    try:
+        read_arrays(folder, meta)
+        return  # another writer published the same set first: no reader sees a gap
+    except StaleArrays:
+        pass
     aside = folder.with_name(f"{TEMPORARY_PREFIX}{folder.name}-old-{uuid.uuid4().hex[:8]}")
     with contextlib.suppress(FileNotFoundError):  # another writer moved it first
         os.rename(folder, aside)  # mapped files stay valid: their pages live until unmapped
