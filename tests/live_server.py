@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class LiveServer:
     url: str
     run: RunPaths
     api_key: str | None
+    pid: int = 0  # the `latentgram serve` process
 
 
 def start_server(
@@ -61,10 +63,13 @@ def start_server(
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not answer /healthz within 60 s")
             time.sleep(0.1)
-        yield LiveServer(url, run, api_key)
+        yield LiveServer(url, run, api_key, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+serving = contextmanager(start_server)  # `with serving(run) as server:`
 
 
 def wait_ready(server: LiveServer, timeout: float = 60) -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
 
+import torch
 from fastapi import FastAPI
 
 from service.api.handlers import add_error_handlers, add_limits_and_metrics
@@ -20,12 +21,18 @@ from service.api.state import RunHolder
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app serving `settings.run`; it answers /healthz at once and loads the run in a thread."""
     settings = settings or get_settings()
-    holder = RunHolder(settings.run, settings.reload_seconds)
+    holder = RunHolder(settings.run, settings.reload_seconds, settings.search_threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Requests run side by side in threads (and processes): one decode gains nothing from
+        # more than one core, and several multi-threaded ones at once stall each other.
+        torch.set_num_threads(1)
         holder.start()  # in a thread: health answers while the run loads
+        if settings.watch_seconds > 0:
+            holder.watch(settings.watch_seconds)
         yield
+        holder.stop()
 
     app = FastAPI(
         title="latentgram",

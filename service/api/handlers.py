@@ -71,12 +71,15 @@ def add_error_handlers(app: FastAPI) -> None:
 
 def add_limits_and_metrics(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     """Refuse a request without the key, then a body over the limit from its Content-Length,
-    before the body is read; count and time every request."""
+    before the body is read, then a /v1 POST beyond the requests this process may work on at
+    once; count and time every request."""
+    in_flight = 0  # /v1 POSTs being worked on; only the event loop's thread changes it
 
     @app.middleware("http")
     async def limit_and_measure(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        nonlocal in_flight
         started = time.perf_counter()
         length = request.headers.get("content-length")
         response: Response
@@ -92,8 +95,21 @@ def add_limits_and_metrics(app: FastAPI, settings: Settings, metrics: Metrics) -
             response = problem(
                 413, f"request body must be at most {settings.max_upload_bytes} bytes"
             )
-        else:
+        elif request.method != "POST" or not request.url.path.startswith("/v1/"):
             response = await call_next(request)
+        elif in_flight >= settings.max_in_flight:
+            response = problem(
+                503,
+                f"busy: {in_flight} requests in progress, the most this process takes at once;"
+                " retry shortly",
+                **{"Retry-After": "1"},
+            )
+        else:
+            in_flight += 1
+            try:
+                response = await call_next(request)
+            finally:
+                in_flight -= 1
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         metrics.observe(

@@ -75,7 +75,8 @@ class Sample(BaseModel):
     failure: str | None = Field(
         description="Why the sample did not finish; null when ok. 'budget': the exact search used "
         "its whole budget of steps (a larger budget may finish it); 'exhausted': no sample "
-        "exists, every candidate was tried; 'unknown context': backoff met a context no table "
+        "exists, every candidate was tried; 'deadline': the request's time ran out before the "
+        "search reached this sample; 'unknown context': backoff met a context no table "
         "knows and no γ-ARVM was trained."
     )
     bits: str | None = Field(description="The latent, packed; null when not ok.")

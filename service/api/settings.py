@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import InvalidInputError
+from service.ngram.exact import default_threads
 from service.run.paths import DEFAULT_RUN_DIR
 
 ENV_PREFIX = "LATENTGRAM_"
@@ -33,6 +34,30 @@ class Settings(BaseSettings):
     reload_seconds: float = Field(
         5.0, ge=0, description="How often a run that failed to load is tried again."
     )
+    watch_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="How often the store is checked for rebuilt tables, which are then served"
+        " without a restart (0: never).",
+    )
+    workers: int = Field(1, ge=1, description="Server processes (`serve --workers`).")
+    max_in_flight: int = Field(
+        8,
+        ge=1,
+        description="/v1 POST requests one process works on at once; more get 503 with"
+        " Retry-After instead of waiting in an unbounded queue.",
+    )
+    request_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="Time an exact search may take in one request; the samples it did not reach"
+        " by then come back failed with 'deadline'.",
+    )
+
+    @property
+    def search_threads(self) -> int:
+        """Threads one exact search may use: this process's share of the cores."""
+        return max(1, default_threads() // self.workers)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

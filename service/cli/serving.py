@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
 from service.cli.app import RunOpt, app, emit, parse_int_list
@@ -72,6 +72,10 @@ def serve(
     ),
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Processes serving the port (default: LATENTGRAM_WORKERS, 1).", min=1),
+    ] = None,
 ) -> None:
     """Serve the run over HTTP: the /v1 API, /docs, the web page at /, /healthz, /metrics.
 
@@ -80,13 +84,30 @@ def serve(
     import uvicorn  # the web stack loads only for this command
 
     from service.api import Settings, create_app
+    from service.api.settings import ENV_PREFIX
 
-    settings = Settings.from_env(run=run)
-    # Requests run side by side in threads; each one's small decode gains nothing from more
-    # than one core, and several multi-threaded ones at once stall each other.
-    torch.set_num_threads(1)
-    typer.echo(f"serving {settings.run} on http://{host}:{port} (API docs at /docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+    settings = Settings.from_env(run=run, workers=workers)
+    typer.echo(
+        f"serving {settings.run} on http://{host}:{port} with {settings.workers} process(es)"
+        " (API docs at /docs)"
+    )
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        return
+    # Worker processes read their settings from the environment, as the parent did. Each one's
+    # numpy gets its share of the cores (torch and the exact search are set in create_app).
+    os.environ[f"{ENV_PREFIX}RUN"] = str(settings.run)
+    os.environ[f"{ENV_PREFIX}WORKERS"] = str(settings.workers)
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, str(settings.search_threads))
+    uvicorn.run(
+        "service.api.app:create_app",
+        factory=True,
+        workers=settings.workers,
+        host=host,
+        port=port,
+        log_level=log_level,
+    )
 
 
 @app.command()

@@ -28,7 +28,7 @@ from service.ngram.windows import _GOLDEN, _MIX1, _MIX2
 compiled = cast(Any, njit)(cache=True, nogil=True, _nrt=False)
 inlined = cast(Any, njit)(cache=True, nogil=True, _nrt=False, inline="always")
 
-FINISHED, OUT_OF_BUDGET, EXHAUSTED = 1, 2, 3  # how a search ended
+NOT_REACHED, FINISHED, OUT_OF_BUDGET, EXHAUSTED = 0, 1, 2, 3  # how a search ended
 UNIFORM_OFFSET = np.uint64(0x632BE59BD9B4E019)  # samples.uniform's counter offset
 NO_POSITION = np.uint64(0xFFFFFFFFFFFFFFFF)  # windows._NO_POSITION (−1) as the finalizer sees it
 _ONE = np.uint64(1)
@@ -73,7 +73,7 @@ class Results(NamedTuple):
 
     tokens: np.ndarray  # (n, P) int64, valid below `placed`
     rows: np.ndarray  # (n, P) int64 table row placed at each position, −1 beyond `placed`
-    status: np.ndarray  # (n,) int64: FINISHED, OUT_OF_BUDGET or EXHAUSTED
+    status: np.ndarray  # (n,) int64: NOT_REACHED (0, as made), FINISHED, OUT_OF_BUDGET, EXHAUSTED
     backtracks: np.ndarray  # (n,) int64
     jumps: np.ndarray  # (n,) int64
     steps: np.ndarray  # (n,) int64
@@ -410,7 +410,6 @@ def scratch(height, geo, stack):
 @compiled
 def search(sample_ids, seed, budget, forward_checking, backjumping, table, geo, s, out):
     """Search sample_ids[i] into row i of `out`, in the working arrays `s` (scratch)."""
-    positions = geo.window.shape[0]
     for i in range(len(sample_ids)):
         _reset(s, geo.pad)
         status, depth, steps = _search_one(
@@ -418,6 +417,6 @@ def search(sample_ids, seed, budget, forward_checking, backjumping, table, geo, 
         )
         out.status[i], out.placed[i], out.steps[i] = status, depth, steps
         out.backtracks[i], out.jumps[i] = s.counters[1], s.counters[2]
-        for p in range(positions):
+        for p in range(depth):  # the rest stays as made: token 0, row −1
             out.tokens[i, p] = s.grid[p // geo.width + geo.r, p % geo.width + geo.r]
-            out.rows[i, p] = s.rows[p] if p < depth else -1
+            out.rows[i, p] = s.rows[p]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -46,6 +47,7 @@ from service.ngram.constraints import grid_constraints
 from service.ngram.index import NgramIndex
 from service.ngram.samples import (
     FAILED_BUDGET,
+    FAILED_DEADLINE,
     FAILED_EXHAUSTED,
     UNFILLED,
     SampleBatch,
@@ -54,7 +56,11 @@ from service.ngram.samples import (
 from service.ngram.windows import above_size, context_offsets
 
 MIN_SAMPLES_PER_THREAD = 256  # below this a thread costs more than it saves
+# Samples searched between two looks at the clock: at the largest budget the service allows
+# (100,000 steps, ~0.2 s a sample at worst) a deadline is overrun by a few seconds at most.
+DEADLINE_CHUNK = 16
 _FAILURES = {
+    depth_first.NOT_REACHED: FAILED_DEADLINE,
     depth_first.FINISHED: "",
     depth_first.OUT_OF_BUDGET: FAILED_BUDGET,
     depth_first.EXHAUSTED: FAILED_EXHAUSTED,
@@ -162,14 +168,21 @@ class ExactSampler:
         )
         table = self.table(config.temperature)
         seed = np.uint64(config.seed & 0xFFFFFFFFFFFFFFFF)
+        limit = config.time_limit
+        deadline = time.monotonic() + limit if limit is not None else None
+        chunk = DEADLINE_CHUNK if deadline is not None else max(n, 1)
 
         def run(lo: int, hi: int) -> None:
-            part = depth_first.Results(*(a[lo:hi] for a in out))
-            depth_first.search(
-                np.arange(lo, hi, dtype=np.int64), seed, config.budget, self.forward_checking,
-                self.backjumping, table, self.geometry,
-                depth_first.scratch(self.index.info.grid_height, self.geometry, self._stack), part,
-            )  # fmt: skip
+            scratch = depth_first.scratch(self.index.info.grid_height, self.geometry, self._stack)
+            for start in range(lo, hi, chunk):  # samples never reached stay NOT_REACHED
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+                end = min(start + chunk, hi)
+                depth_first.search(
+                    np.arange(start, end, dtype=np.int64), seed, config.budget,
+                    self.forward_checking, self.backjumping, table, self.geometry, scratch,
+                    depth_first.Results(*(a[start:end] for a in out)),
+                )  # fmt: skip
 
         threads = max(1, min(self.threads, n // MIN_SAMPLES_PER_THREAD))
         bounds = np.linspace(0, n, threads + 1).astype(int)

@@ -53,9 +53,12 @@ class Sampler:
     indexes: Mapping[int, NgramIndex]  # γ → index
     networks: Mapping[int, GammaARVM]  # γ → trained γ-ARVM (may be empty)
     positional: bool = False  # whether the tables key contexts by position too
+    search_threads: int | None = None  # threads one exact search may use (None: every core)
 
     def __post_init__(self) -> None:
-        self._exact = {g: ExactSampler(i) for g, i in self.indexes.items()}
+        self._exact = {
+            g: ExactSampler(i, threads=self.search_threads) for g, i in self.indexes.items()
+        }
 
     def warm_up(self) -> None:
         """One exact sample per table: compiles the search (once per machine, numba caches it)

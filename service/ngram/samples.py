@@ -16,6 +16,7 @@ FAILED_BUDGET = "budget"  # the search used its budget of steps before finishing
 # Every candidate order was tried and no sample exists. A guard: with untruncated histograms a
 # training latent is always a complete path, so only a budget-capped order can end here.
 FAILED_EXHAUSTED = "exhausted"
+FAILED_DEADLINE = "deadline"  # the request's time ran out before the search reached the sample
 FAILED_UNKNOWN = "unknown context"  # backoff without a network met a context no table knows
 NEURAL = 0  # `answered_by` of a position the γ-ARVM filled
 UNFILLED = -1  # `answered_by` of a position a failed sample never reached
@@ -27,6 +28,7 @@ class SampleConfig:
     seed: int = 0  # same seed, same samples
     temperature: float = 1.0  # weight count^(1/T): < 1 sharpens, > 1 flattens
     budget: int = 1000  # exact search steps per sample (a step places a token, or goes back)
+    time_limit: float | None = None  # seconds for the exact search; samples it did not reach fail
 
     def __post_init__(self) -> None:
         if self.n < 0:
@@ -38,6 +40,8 @@ class SampleConfig:
             )
         if self.budget < 1:
             raise InvalidInputError(f"budget must be ≥ 1, got {self.budget}")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise InvalidInputError(f"time_limit must be > 0 seconds, got {self.time_limit}")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ service opens it read-only; builds (ngram/build.py) go through the CLI.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,6 +20,8 @@ from service.errors import RunError
 from service.ngram.migrations import migrate
 from service.ngram.migrations import status as migration_status
 from service.ngram.windows import check_gamma, context_size
+
+WRITER_WAIT_SECONDS = 10.0
 
 
 def table_name(gamma: int, positional: bool) -> str:
@@ -60,12 +63,7 @@ def open_store(
     if read_only and not path.exists():
         raise RunError(f"{path} is missing: run `latentgram build` first")
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:  # DuckDB allows one writing process, or only readers
-        raise RunError(f"{path} is in use by another process (a build?): {exc}") from exc
-    except duckdb.Error as exc:
-        raise RunError(f"{path} is not a readable DuckDB store: {exc}") from exc
+    con = _connect(path, read_only)
     if not read_only:
         migrate(con)
     elif check_schema and (state := migration_status(con)).pending:
@@ -75,6 +73,22 @@ def open_store(
             f" run `latentgram migrate --run {path.parent}`"
         )
     return con
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """DuckDB lets one writing process, or only readers, open the file. A writer waits up to
+    WRITER_WAIT_SECONDS for readers to let go: the service opens the store for a moment to look
+    for rebuilt tables, and a build started in that moment should not fail for it."""
+    waited_until = time.monotonic() + (0 if read_only else WRITER_WAIT_SECONDS)
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if time.monotonic() >= waited_until:
+                raise RunError(f"{path} is in use by another process (a build?): {exc}") from exc
+            time.sleep(0.1)
+        except duckdb.Error as exc:
+            raise RunError(f"{path} is not a readable DuckDB store: {exc}") from exc
 
 
 def upgrade_store(path: Path) -> list[str]:

@@ -2,8 +2,9 @@
 needs is here.
 
 Loading reads the store through a read-only connection and closes it again, so a CLI build can
-take the store's single write lock while the service runs; the service sees a rebuilt table only
-after `LoadedRun.load` is called again (a restart).
+take the store's single write lock while the service runs. A table rebuilt since is picked up by
+`with_rebuilt_tables`, which the service calls when the store changes (api/state.py): the new
+run shares everything but the changed tables, and requests already running keep the old one.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class LoadedRun:
     indexes: dict[tuple[int, bool], NgramIndex]  # (γ, positional) → index
     networks: dict[tuple[int, bool], GammaARVM]  # (γ, positional) → γ-ARVM
     neighbours: NearestIndex  # the training split, searchable by pixels and by latents
+    search_threads: int | None = None  # threads one exact search may use (None: every core)
     _samplers: dict[bool, Sampler] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -130,6 +132,32 @@ class LoadedRun:
             )
         networks = {key: load_arvm(paths, *key) for key in indexes if has_arvm(paths, *key)}
         return cls(files, tables, indexes, networks, files.nearest_index())
+
+    def with_rebuilt_tables(self) -> LoadedRun | None:
+        """This run with the store's current tables, or None when none was rebuilt, added or
+        dropped since it was loaded. Unchanged tables, the files and the nearest-image index are
+        shared; tables built from other latents than the loaded ones load the whole run again."""
+        paths = self.paths
+        with open_store(paths.store, read_only=True) as con:
+            tables = list_tables(con)
+            if {t.table_id for t in tables} == {t.table_id for t in self.tables}:
+                return None
+            if any(t.model_sha256 != self.blae.sha256 for t in tables):
+                return LoadedRun.load(paths.root)
+            check_tables_fresh(paths, tables, self.latents)
+            if not tables:
+                raise RunError(f"no n-gram tables in {paths.store}: run `latentgram build`")
+            loaded = {(t.gamma, t.positional): t.table_id for t in self.tables}
+            indexes = {
+                (t.gamma, t.positional): self.indexes[t.gamma, t.positional]
+                if loaded.get((t.gamma, t.positional)) == t.table_id
+                else NgramIndex.load(con, t.gamma, t.positional)
+                for t in tables
+            }
+        networks = {key: load_arvm(paths, *key) for key in indexes if has_arvm(paths, *key)}
+        return LoadedRun(
+            self.files, tables, indexes, networks, self.neighbours, self.search_threads
+        )
 
     @property
     def paths(self) -> RunPaths:
@@ -186,6 +214,7 @@ class LoadedRun:
             "background": list(self.background),
             "tables": [
                 {
+                    "id": t.table_id,
                     "gamma": t.gamma,
                     "positional": t.positional,
                     "contexts": t.contexts,
@@ -205,6 +234,7 @@ class LoadedRun:
                     {g: i for (g, p), i in self.indexes.items() if p == positional},
                     {g: n for (g, p), n in self.networks.items() if p == positional},
                     positional=positional,
+                    search_threads=self.search_threads,
                 )
             return self._samplers[positional]
 

@@ -126,18 +126,22 @@ def test_bad_json_is_a_documented_400(live_server: LiveServer) -> None:
 
 
 def test_health_answers_while_samples_are_made(live_server: LiveServer) -> None:
-    """/healthz answers while a heavy sample is still being drawn in the thread pool."""
-    heavy = {"n": 256, "gamma": 3, "budget": 100_000, "seed": 11}
-    done = threading.Event()
+    """/healthz answers while heavy samples are being drawn in the thread pool, one after the
+    other, so that one is always under way."""
+    heavy = {"n": 256, "gamma": 3, "budget": 100_000, "seed": 11, "nearest": 5}
+    stop, drawn = threading.Event(), []
 
     def draw() -> None:
-        post(live_server, "/v1/sample", json=heavy)
-        done.set()
+        while not stop.is_set():
+            drawn.append(post(live_server, "/v1/sample", json=heavy).status_code)
 
     worker = threading.Thread(target=draw)
     worker.start()
-    gauge = 'latentgram_requests_in_progress{kind="sample"} 1.0'
-    wait_for(lambda: gauge in get(live_server, "/metrics").text, "the sample to be under way")
-    assert get(live_server, "/healthz").status_code == 200
-    assert not done.is_set(), "the sample finished first: make it heavier"
-    worker.join()
+    try:
+        gauge = 'latentgram_requests_in_progress{kind="sample"} 1.0'
+        wait_for(lambda: gauge in get(live_server, "/metrics").text, "a sample to be under way")
+        assert get(live_server, "/healthz").status_code == 200
+    finally:
+        stop.set()
+        worker.join()
+    assert drawn and set(drawn) == {200}

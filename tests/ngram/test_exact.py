@@ -181,6 +181,7 @@ def test_budget_failure_is_reported(tmp_path: Path) -> None:
     assert (~batch.ok).any()
     assert set(batch.failure[~batch.ok]) == {FAILED_BUDGET}
     assert (batch.steps[~batch.ok] == 16).all()
+    assert batch.tokens.min() >= 0 and batch.tokens.max() < 16  # unfilled positions hold token 0
 
 
 def test_temperature_sharpens_towards_the_mode(tmp_path: Path) -> None:

@@ -43,7 +43,13 @@ def sample(body: SampleRequest, run: RunDep, settings: SettingsDep, request: Req
     metrics: Metrics = request.app.state.metrics
     started = time.perf_counter()
     with metrics.in_progress.labels("sample").track_inprogress():
-        config = SampleConfig(n=n, seed=body.seed, temperature=body.temperature, budget=budget)
+        config = SampleConfig(
+            n=n,
+            seed=body.seed,
+            temperature=body.temperature,
+            budget=budget,
+            time_limit=settings.request_seconds,
+        )
         result = run.sample(
             gamma=gamma,
             mode=body.mode,
