@@ -165,7 +165,7 @@ def test_a_run_directory_that_cannot_be_written_still_serves(
 
     def refuse(self: Path, *args: object, **kwargs: object) -> None:
         """What a read-only file system (or a root-owned run) answers; root ignores modes."""
-        if index_root(store) in (self, *self.parents):
+        if index_root(store) in (self, *self.parents) and not self.exists():
             raise PermissionError(errno.EROFS, "Read-only file system", str(self))
         real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
 
