@@ -84,6 +84,12 @@ class Weights:
         return np.clip(np.searchsorted(self.cum, target, side="right"), start, end - 1)
 
 
+def read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
 def default_threads() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -143,20 +149,22 @@ class ExactSampler:
             return self._weights[temperature]
 
     def table(self, temperature: float) -> depth_first.Table:
-        """The index as the compiled search reads it."""
-        weights = self.weights(temperature)
+        """The index as the compiled search reads it: read-only views, whether the index was
+        mapped from its files or read from the store, so that numba compiles one search for
+        both (it compiles a separate one per array writability, ~20 s each)."""
+        weights, index = self.weights(temperature), self.index
         return depth_first.Table(
-            key_slots=self._key_slots,
-            key_words=self.index.key_filter.words,
-            key_mask=self.index.key_filter.mask,
-            starts=self.index.starts,
-            tokens=self.index.tokens,
-            weight=weights.w,
-            cum=weights.cum,
-            above_slots=self._above_slots,
-            above_words=self.index.above_filter.words,
-            above_mask=self.index.above_filter.mask,
-            positional=bool(self.index.info.positional),
+            key_slots=read_only(self._key_slots),
+            key_words=read_only(index.key_filter.words),
+            key_mask=index.key_filter.mask,
+            starts=read_only(index.starts),
+            tokens=read_only(index.tokens),
+            weight=read_only(weights.w),
+            cum=read_only(weights.cum),
+            above_slots=read_only(self._above_slots),
+            above_words=read_only(index.above_filter.words),
+            above_mask=index.above_filter.mask,
+            positional=bool(index.info.positional),
         )
 
     def sample(self, config: SampleConfig) -> SampleBatch:

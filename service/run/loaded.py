@@ -151,7 +151,7 @@ class LoadedRun:
             indexes = {
                 (t.gamma, t.positional): self.indexes[t.gamma, t.positional]
                 if loaded.get((t.gamma, t.positional)) == t.table_id
-                else NgramIndex.load(con, t.gamma, t.positional)
+                else load_index(con, paths.store, t)
                 for t in tables
             }
         networks = {key: load_arvm(paths, *key) for key in indexes if has_arvm(paths, *key)}
