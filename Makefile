@@ -45,7 +45,7 @@ setup: system-packages $(STAMP)
 # missing, Debian's docker-compose (1.29), which needs no Docker daemon: docker.io is left out.
 # tests/test_web.py drives Debian's chromium headless through Playwright, so Playwright's own
 # browser download is never needed; headless needs none of its recommended packages.
-# `latentgram build --engine spark` (and tests/ngram/test_spark_build.py) runs pyspark, the
+# `latentgram build --engine spark` (and tests/run/test_spark_build.py) runs pyspark, the
 # [spark] extra, on Debian's Java 17 runtime.
 system-packages:
 	@if [ ! -f $(FASHION_MNIST) ] && command -v apt-get >/dev/null; then \

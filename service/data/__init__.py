@@ -4,4 +4,5 @@
               records
 - images.py   uint8 arrays ↔ PNG bytes and files, image grids, uploads checked for the BL-AE
 - parquet.py  images.parquet and latents.parquet, readable by pandas, polars and DuckDB
+- latent_batches.py  latents.parquet a batch of whole images at a time, for builds
 """

@@ -6,8 +6,11 @@
 - store.py       the DuckDB store: connections, the table catalogue, reading tables
 - build.py       building a γ table atomically with one GROUP BY
 - index.py       a table as sorted arrays for batched lookups (the sampler's cache of DuckDB)
+- index_files.py those arrays saved beside the store, mapped read-only by every process
 - histograms.py  a table's histograms as arrays, for the γ-ARVM and the likelihood figures
 - samples.py     the sampling request and result shared by every mode, counter-based randomness
-- exact.py       exact depth-first search with backtracking
+- exact.py       exact depth-first search with forward checking and backjumping
+- depth_first.py its loop, compiled with numba (context keys, hash tables, the search itself)
+- constraints.py which positions of a grid constrain which, for the search
 - modes.py       the Sampler: exact, backoff, hybrid and neural over tables and γ-ARVMs
 """

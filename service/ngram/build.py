@@ -4,7 +4,7 @@ one DuckDB GROUP BY into context → token → (count, distinct images, smallest
 The windows are extracted a chunk of whole images at a time and appended to a temporary DuckDB
 table, so the build's own memory does not grow with the corpus: DuckDB holds the windows within
 its memory limit and spills past it (limit_memory). Another engine's histogram files (the Spark
-build, spark_build.py) are written into the store by the same commit_table.
+build, run/spark_build.py) are written into the store by the same commit_table.
 
 A build runs in one transaction under a staging table id and replaces the previous table of the
 same name in that transaction, so a build killed at any moment leaves the previous table in
@@ -256,35 +256,8 @@ def build_table(
     if isinstance(grids, TokenGrids):
         _, h, w = grids.tokens.shape
         grids = in_chunks(grids, images_per_chunk(h, w, chunk_windows))
-    shape: TableShape | None = None
-    windows = images = chunks = 0
-    first: BuildInput | None = None  # held until a second chunk shows up: one chunk needs no copy
     try:
-        for part in grids:
-            if not len(part):
-                continue
-            shape = shape or TableShape.of(part)
-            shape.check(part)
-            per_chunk = images_per_chunk(shape.height, shape.width, chunk_windows)
-            for chunk in in_chunks(part, per_chunk):
-                built = build_input(chunk, gamma, positional)
-                windows, images, chunks = (
-                    windows + len(built.windows),
-                    images + len(chunk),
-                    chunks + 1,
-                )
-                if chunks == 1:
-                    first = built
-                    continue
-                if first is not None:
-                    _append(con, first, create=True)
-                    first = None
-                _append(con, built, create=False)
-        if shape is None:
-            raise InvalidInputError("latents have no training split to build from")
-        if first is not None:  # one chunk: the GROUP BY reads its Arrow tables in place
-            con.register("lg_windows", first.windows)
-            con.register("lg_contexts", first.contexts)
+        shape, windows, images, chunks = _load_windows(con, grids, gamma, positional, chunk_windows)
         stage("windows")
         return commit_table(
             con,
@@ -305,6 +278,42 @@ def build_table(
             con.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
+def _load_windows(
+    con: duckdb.DuckDBPyConnection,
+    grids: Iterable[TokenGrids],
+    gamma: int,
+    positional: bool,
+    chunk_windows: int,
+) -> tuple[TableShape, int, int, int]:
+    """Every chunk's windows and contexts into lg_windows and lg_contexts: temporary tables, or
+    the Arrow tables of a single chunk registered in place (no copy). Returns the grids' shape
+    and the windows, images and chunks seen."""
+    shape: TableShape | None = None
+    windows = images = chunks = 0
+    first: BuildInput | None = None  # held until a second chunk shows up: one chunk needs no copy
+    for part in grids:
+        if not len(part):
+            continue
+        shape = shape or TableShape.of(part)
+        shape.check(part)
+        for chunk in in_chunks(part, images_per_chunk(shape.height, shape.width, chunk_windows)):
+            built = build_input(chunk, gamma, positional)
+            windows, images, chunks = windows + len(built.windows), images + len(chunk), chunks + 1
+            if chunks == 1:
+                first = built
+                continue
+            if first is not None:
+                _append(con, first, create=True)
+                first = None
+            _append(con, built, create=False)
+    if shape is None:
+        raise InvalidInputError("latents have no training split to build from")
+    if first is not None:
+        con.register("lg_windows", first.windows)
+        con.register("lg_contexts", first.contexts)
+    return shape, windows, images, chunks
+
+
 def import_table(
     con: duckdb.DuckDBPyConnection,
     histograms: Path,
@@ -318,7 +327,7 @@ def import_table(
     on_stage: StageHook | None = None,
     started: float | None = None,
 ) -> TableInfo:
-    """A table from another engine's Parquet folders (spark_build.py): histograms
+    """A table from another engine's Parquet folders (run/spark_build.py): histograms
     (context_key, token, count, images, example_image) and contexts (context_key, position,
     context), written by commit_table as build_table's own rows are."""
     check_gamma(gamma)
@@ -384,18 +393,7 @@ def commit_table(
             [table_id],
         ).fetchall()[0][0]
         stage("histograms")
-        distinct = "" if distinct_contexts else "DISTINCT"
-        n_contexts = con.execute(
-            "INSERT INTO ngram_contexts (table_id, context_key, position, context)"
-            f" SELECT {distinct} ?, context_key, position, context FROM {contexts}",
-            [table_id],
-        ).fetchall()[0][0]
-        if not distinct_contexts:
-            keys = con.execute(
-                "SELECT count(DISTINCT context_key) FROM ngrams WHERE table_id = ?", [table_id]
-            ).fetchall()[0][0]
-            if n_contexts != keys:
-                raise RunError(COLLISION if n_contexts > keys else "histograms and contexts differ")
+        n_contexts = _insert_contexts(con, table_id, contexts, distinct_contexts)
         stage("contexts")
         _replace_previous(con, table_name(gamma, positional), table_id)
         stage("replaced")
@@ -414,14 +412,29 @@ def commit_table(
     stage("committed")
     con.execute("CHECKPOINT")
     info = get_table(con, gamma, positional)
-    log.info(
-        "built %s: %d windows, %d contexts in %.2fs",
-        info.name,
-        info.windows,
-        info.contexts,
-        info.build_seconds,
-    )
+    log.info("built %s: %d windows, %d contexts in %.2fs",
+             info.name, info.windows, info.contexts, info.build_seconds)  # fmt: skip
     return info
+
+
+def _insert_contexts(
+    con: duckdb.DuckDBPyConnection, table_id: int, contexts: str, distinct: bool
+) -> int:
+    """Insert the table's contexts, made distinct unless known to be; returns how many. A key
+    that comes with two contexts is a RunError: the exact check of the keys across chunks."""
+    n_contexts: int = con.execute(
+        "INSERT INTO ngram_contexts (table_id, context_key, position, context)"
+        f" SELECT {'' if distinct else 'DISTINCT'} ?, context_key, position, context"
+        f" FROM {contexts}",
+        [table_id],
+    ).fetchall()[0][0]
+    if not distinct:
+        keys = con.execute(
+            "SELECT count(DISTINCT context_key) FROM ngrams WHERE table_id = ?", [table_id]
+        ).fetchall()[0][0]
+        if n_contexts != keys:
+            raise RunError(COLLISION if n_contexts > keys else "histograms and contexts differ")
+    return n_contexts
 
 
 def _stage_table(

@@ -150,9 +150,10 @@ def read_context_tokens(
     positional table (None otherwise)."""
     contexts = read_contexts(con, info)
     k = context_size(info.gamma)
-    blobs = contexts.column("context").combine_chunks()
+    # large_binary: 64-bit offsets, since one table's blobs pass 2 GiB (50 M contexts at γ = 7)
+    blobs = contexts.column("context").cast(pa.large_binary()).combine_chunks()
     raw = np.frombuffer(blobs.buffers()[2], np.uint8)  # variable-size binary: values buffer
-    offsets = np.frombuffer(blobs.buffers()[1], np.int32)[: len(blobs) + 1]
+    offsets = np.frombuffer(blobs.buffers()[1], np.int64)[: len(blobs) + 1]
     tokens = raw[offsets[:-1, None] + np.arange(4 * k)[None, :]].view("<u4").astype(np.int64)
     positions = None
     if info.positional:

@@ -9,6 +9,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -27,6 +28,7 @@ from service.latents.codec import decode_bits, encode_images
 from service.latents.latent_set import LatentSet
 from service.ngram.build import build_table, images_per_chunk, limit_memory, parse_memory_limit
 from service.ngram.index import NgramIndex
+from service.ngram.index_files import write_run_indexes
 from service.ngram.modes import Mode, Sampler
 from service.ngram.samples import SampleBatch, SampleConfig
 from service.ngram.store import TableInfo, get_table, list_tables, open_store
@@ -126,7 +128,8 @@ def build_run_tables(
     settings: BuildSettings | None = None,
 ) -> list[TableInfo]:
     """Build (or rebuild) the n-gram tables of the run's training latents, one per γ; without
-    `gammas`, the grid's default ones, from local to global (ngram/windows.py).
+    `gammas`, the grid's default ones, from local to global (ngram/windows.py). Each table's
+    index files are written beside the store afterwards, for the service to map.
 
     The latents are streamed from latents.parquet a batch of images at a time, on DuckDB
     (within `settings.memory_limit`, spilling to <run>/tmp) or on Spark (`settings.engine`);
@@ -151,52 +154,49 @@ def build_run_tables(
             f"run `{paths.remedy('encode')}` first"
         )
     scratch = paths.root / BUILD_SCRATCH
-    built = []
     try:
         with contextlib.ExitStack() as stack:
             spark = None
             if settings.engine == "spark":
-                from service.ngram.spark_build import spark_session
+                from service.run.spark_build import spark_session
 
                 spark = stack.enter_context(
                     spark_session(settings.spark_master, work_dir=scratch / "spark")
                 )
             con = stack.enter_context(open_store(paths.store))
             limit_memory(con, settings.memory_limit, scratch / "duckdb")
-            for gamma in tqdm(
-                gammas, desc="build n-gram tables", unit="table", disable=not progress
-            ):
-                if spark is not None:
-                    from service.ngram.spark_build import build_table_spark
-
-                    info = build_table_spark(
-                        con,
-                        spark,
-                        latents,
-                        scratch,
-                        gamma=gamma,
-                        positional=positional,
-                        run=str(paths.root),
-                    )
-                else:
-                    batches = iter_train_grids(latents, images_per_chunk(height, width))
-                    info = build_table(
-                        con, batches, gamma=gamma, positional=positional, run=str(paths.root)
-                    )
-                built.append(info)
+            steps = tqdm(gammas, desc="build n-gram tables", unit="table", disable=not progress)
+            built = [_build_one(paths, con, spark, g, positional, (height, width)) for g in steps]
+            write_run_indexes(con, paths.store)
     except duckdb.Error as exc:  # out of memory or disk past the limit: the old tables stay
         raise RunError(f"the build failed in DuckDB: {first_line(exc)}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    update_run_json(
-        paths,
-        "tables",
-        {
-            t.name: {"contexts": t.contexts, "rows": t.rows, "seconds": t.build_seconds}
-            for t in built
-        },
-    )
+    figures = {t.name: {"contexts": t.contexts, "rows": t.rows, "seconds": t.build_seconds}
+               for t in built}  # fmt: skip
+    update_run_json(paths, "tables", figures)
     return built
+
+
+def _build_one(
+    paths: RunPaths,
+    con: duckdb.DuckDBPyConnection,
+    spark: Any,
+    gamma: int,
+    positional: bool,
+    grid: tuple[int, int],
+) -> TableInfo:
+    """One table, on Spark when a session is given, else on DuckDB from batches of latents."""
+    latents, run = paths.latents, str(paths.root)
+    if spark is not None:
+        from service.run.spark_build import build_table_spark
+
+        scratch = paths.root / BUILD_SCRATCH
+        return build_table_spark(
+            con, spark, latents, scratch, gamma=gamma, positional=positional, run=run
+        )
+    batches = iter_train_grids(latents, images_per_chunk(*grid))
+    return build_table(con, batches, gamma=gamma, positional=positional, run=run)
 
 
 @dataclass(frozen=True)

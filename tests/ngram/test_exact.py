@@ -1,6 +1,7 @@
 """Exact sampling: every window is a training window; forward checking and backjumping find
 samples where the plain search gives up, without changing which samples it finds."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,12 @@ from tests.helpers import brute_force_histograms, index_of, window_at
 
 
 @pytest.fixture(scope="module")
-def tiny_tables(tiny_run: RunPaths) -> RunPaths:
-    build_run_tables(tiny_run, (3, 5, 7), progress=False)
-    return tiny_run
+def tiny_tables(tmp_path_factory: pytest.TempPathFactory, tiny_run: RunPaths) -> RunPaths:
+    """A copy of the tiny run with tables γ = 3, 5, 7 (the session's tiny run stays unbuilt)."""
+    paths = RunPaths(tmp_path_factory.mktemp("tables") / "run")
+    shutil.copytree(tiny_run.root, paths.root)
+    build_run_tables(paths, (3, 5, 7), progress=False)
+    return paths
 
 
 @pytest.mark.parametrize("gamma", [3, 5, 7])

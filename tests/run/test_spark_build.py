@@ -36,7 +36,7 @@ pytest.importorskip("pyspark", reason="`make setup` installs pyspark (the [spark
 if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
     pytest.skip("no Java: `make setup` installs openjdk-17-jre-headless", allow_module_level=True)
 
-from service.ngram.spark_build import (
+from service.run.spark_build import (
     build_table_spark,
     check_spark_installed,
     check_spark_master,
