@@ -19,8 +19,11 @@ ARG TORCH_INDEX_URL=
 # `latentgram build --engine spark` and for running a Spark worker from this image.
 ARG SPARK_VERSION=
 
+# NUMBA_CACHE_DIR: the compiled exact search is cached in the volume, so only a container's
+# first start compiles it.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    NUMBA_CACHE_DIR=/data/.cache/numba \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
