@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -82,6 +83,7 @@ def serve(
     Limits and the API key come from LATENTGRAM_* variables (see README, "The service").
     """
     import uvicorn  # the web stack loads only for this command
+    from uvicorn.supervisors import Multiprocess
 
     from service.api import Settings, create_app
     from service.api.settings import ENV_PREFIX
@@ -100,7 +102,7 @@ def serve(
     os.environ[f"{ENV_PREFIX}WORKERS"] = str(settings.workers)
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, str(settings.search_threads))
-    uvicorn.run(
+    config = uvicorn.Config(
         "service.api.app:create_app",
         factory=True,
         workers=settings.workers,
@@ -108,6 +110,13 @@ def serve(
         port=port,
         log_level=log_level,
     )
+    sock = config.bind_socket()
+    # uvicorn binds this shared socket without naming TCP, so asyncio leaves Nagle's algorithm
+    # on for the connections the workers accept (it sets TCP_NODELAY only on sockets it made):
+    # a response's second write then waits for the client's delayed ACK, 40 ms a request
+    # (measured: 68 ms against 21 ms in one process). Accepted sockets inherit the option.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    Multiprocess(config, sockets=[sock]).run()
 
 
 @app.command()
