@@ -83,10 +83,13 @@ async def load(url: str, clients: int, seconds: float) -> dict[str, float]:
         seed = number * 1_000_000
         while time.monotonic() < stop:
             started = time.perf_counter()
-            response = await http.post("/v1/sample", json={**SAMPLE, "seed": seed})
+            try:
+                response = await http.post("/v1/sample", json={**SAMPLE, "seed": seed})
+                busy += response.status_code == 503
+                errors += response.status_code not in (200, 503)
+            except httpx.TransportError:  # a broken connection is an error too
+                errors += 1
             latencies.append(time.perf_counter() - started)
-            busy += response.status_code == 503
-            errors += response.status_code not in (200, 503)
             seed += 1
 
     started = time.perf_counter()

@@ -98,6 +98,9 @@ def add_limits_and_metrics(app: FastAPI, settings: Settings, metrics: Metrics) -
         elif request.method != "POST" or not request.url.path.startswith("/v1/"):
             response = await call_next(request)
         elif in_flight >= settings.max_in_flight:
+            # Read the (small, size-checked) body first: closing a connection with unread data
+            # resets it, and the client would see a broken connection instead of the 503.
+            await request.body()
             response = problem(
                 503,
                 f"busy: {in_flight} requests in progress, the most this process takes at once;"

@@ -2,7 +2,7 @@
 checking and conflict-directed backjumping (ngram/exact.py says what the search does and why it
 keeps the distribution; this file is how it runs fast).
 
-A search is a few hundred small steps, each a handful of binary searches and hashes over a few
+A search is a few hundred small steps, each a handful of hash-table lookups and hashes over a few
 dozen tokens: array code pays a fixed cost per step that dwarfs that work, compiled code does
 not. Each sample runs alone from its own counter-based random numbers, so batches split across
 threads (the functions release the GIL) give the same samples as one thread.
