@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -83,10 +82,10 @@ def serve(
     Limits and the API key come from LATENTGRAM_* variables (see README, "The service").
     """
     import uvicorn  # the web stack loads only for this command
-    from uvicorn.supervisors import Multiprocess
 
     from service.api import Settings, create_app
     from service.api.settings import ENV_PREFIX
+    from service.api.workers import serve_workers
 
     settings = Settings.from_env(run=run, workers=workers)
     typer.echo(
@@ -102,21 +101,7 @@ def serve(
     os.environ[f"{ENV_PREFIX}WORKERS"] = str(settings.workers)
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, str(settings.search_threads))
-    config = uvicorn.Config(
-        "service.api.app:create_app",
-        factory=True,
-        workers=settings.workers,
-        host=host,
-        port=port,
-        log_level=log_level,
-    )
-    sock = config.bind_socket()
-    # uvicorn binds this shared socket without naming TCP, so asyncio leaves Nagle's algorithm
-    # on for the connections the workers accept (it sets TCP_NODELAY only on sockets it made):
-    # a response's second write then waits for the client's delayed ACK, 40 ms a request
-    # (measured: 68 ms against 21 ms in one process). Accepted sockets inherit the option.
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    Multiprocess(config, sockets=[sock]).run()
+    raise typer.Exit(serve_workers(settings.workers, host, port, log_level))
 
 
 @app.command()
