@@ -106,8 +106,9 @@ class RunHolder:
             except LatentgramError as exc:
                 log.info("not reloading tables yet: %s", exc)
                 continue
-            except Exception:  # keep serving the loaded run, and keep watching
+            except Exception:  # keep serving the loaded run; try again when the store changes
                 log.exception("reloading the tables of %s failed", self.run)
+                seen = stamp
                 continue
             seen = stamp
             if rebuilt is not None:
