@@ -5,7 +5,7 @@ service/api/settings.py's.)"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +14,20 @@ from service.errors import InvalidInputError
 
 BUILD_ENV_PREFIX = "LATENTGRAM_BUILD_"
 BuildEngine = Literal["duckdb", "spark"]
+S = TypeVar("S", bound=BaseSettings)
+
+
+def settings_from_env(cls: type[S], prefix: str, what: str, overrides: dict[str, Any]) -> S:
+    """`cls` read from the environment, with the options that are not None on top; a bad
+    value is InvalidInputError naming each variable (`prefix` + field) and what was wrong."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{prefix}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInputError(f"bad {what} settings: {problems}") from None
 
 
 class BuildSettings(BaseSettings):
@@ -36,11 +50,4 @@ class BuildSettings(BaseSettings):
     @classmethod
     def from_env(cls, **overrides: Any) -> BuildSettings:
         """Settings from the environment, then `overrides` (the CLI's options) on top."""
-        values = {k: v for k, v in overrides.items() if v is not None}
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{BUILD_ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
-            )
-            raise InvalidInputError(f"bad build settings: {problems}") from None
+        return settings_from_env(cls, BUILD_ENV_PREFIX, "build", overrides)

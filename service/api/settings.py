@@ -6,12 +6,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.errors import InvalidInputError
 from service.ngram.exact import default_threads
 from service.run.paths import DEFAULT_RUN_DIR
+from service.settings import settings_from_env
 
 ENV_PREFIX = "LATENTGRAM_"
 
@@ -63,14 +63,7 @@ class Settings(BaseSettings):
     def from_env(cls, **overrides: Any) -> Settings:
         """Settings from the environment, then `overrides` (the CLI's options) on top; an unset
         or empty variable keeps the default."""
-        values = {k: v for k, v in overrides.items() if v is not None}
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{ENV_PREFIX}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
-            )
-            raise InvalidInputError(f"bad service settings: {problems}") from None
+        return settings_from_env(cls, ENV_PREFIX, "service", overrides)
 
 
 @cache

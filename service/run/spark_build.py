@@ -51,6 +51,7 @@ from service.ngram.build import (
 )
 from service.ngram.build import context_rows as build_context_rows
 from service.ngram.store import TableInfo, table_name
+from service.ngram.tokens import TokenGrids
 from service.ngram.windows import build_windows, check_gamma
 
 if TYPE_CHECKING:
@@ -209,25 +210,28 @@ def _window_batches(
     batches: Iterator[pa.RecordBatch], gamma: int, positional: bool, shape: tuple[int, int, int]
 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow: latents rows → one row per window, as the DuckDB build's windows table."""
-    for batch in batches:
-        grids = train_grids(batch, shape)
-        for chunk in in_chunks(grids, images_per_chunk(*shape[1:])):
-            if len(chunk):
-                yield from window_rows(chunk, gamma, positional)[1].to_batches()
+    for chunk in _grid_chunks(batches, shape):
+        yield from window_rows(chunk, gamma, positional)[1].to_batches()
 
 
 def _context_batches(
     batches: Iterator[pa.RecordBatch], gamma: int, positional: bool, shape: tuple[int, int, int]
 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow: latents rows → the distinct contexts of their windows, keys checked."""
+    for chunk in _grid_chunks(batches, shape):
+        win = build_windows(chunk.tokens, chunk.image_ids, gamma, chunk.pad, positional=positional)
+        yield from build_context_rows(win, positional).to_batches()
+
+
+def _grid_chunks(
+    batches: Iterator[pa.RecordBatch], shape: tuple[int, int, int]
+) -> Iterator[TokenGrids]:
+    """The training grids of Arrow batches of latents rows, in non-empty chunks of the size the
+    DuckDB build uses."""
     for batch in batches:
-        grids = train_grids(batch, shape)
-        for chunk in in_chunks(grids, images_per_chunk(*shape[1:])):
+        for chunk in in_chunks(train_grids(batch, shape), images_per_chunk(*shape[1:])):
             if len(chunk):
-                win = build_windows(
-                    chunk.tokens, chunk.image_ids, gamma, chunk.pad, positional=positional
-                )
-                yield from build_context_rows(win, positional).to_batches()
+                yield chunk
 
 
 def count_windows_spark(
