@@ -94,7 +94,12 @@ def children(pid: int) -> list[int]:
 
 def test_workers_are_processes_answering_the_same_port(prepared_run: RunPaths) -> None:
     with serving(prepared_run, LATENTGRAM_WORKERS="2") as server:
-        wait_ready(server)
+        # every worker, not only the first to load: each new connection may reach either
+        wait_for(
+            lambda: all(get(server, "/readyz").status_code == 200 for _ in range(12)),
+            "both workers to be ready",
+            timeout=180,
+        )
         answers = [post(server, "/v1/sample", json={"n": 2, "gamma": 5, "seed": s}) for s in (1, 1)]
         assert [a.status_code for a in answers] == [200, 200]
         assert answers[0].json()["samples"] == answers[1].json()["samples"]
