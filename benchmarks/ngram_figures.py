@@ -2,10 +2,10 @@
 
     .venv/bin/python benchmarks/ngram_figures.py --run runs/default
 
-- build: windows/s of the histogram GROUP BY in DuckDB vs a pandas groupby over the same
-  in-memory windows, with DuckDB's result kept in memory and written into the on-disk store;
-  and of the whole build (extraction, checks, GROUP BY, contexts, commit to disk) vs extraction
-  plus the pandas groupby (which stores nothing);
+- build: windows/s of the build's counting (ngram/counting.py: windows, keys, the key check and
+  the histogram with its provenance, from the token grids) and of the whole build (counting,
+  the rows and contexts written into the on-disk store, commit) vs window extraction plus a
+  pandas groupby of the same columns (which stores nothing);
 - sampling: grids/s of the batched exact sampler vs a depth-first search that asks DuckDB one
   query per position (the same algorithm, without the in-memory index);
 - memory: index size per γ, and build time / index size from 10k to 60k training images.
@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from service.data.parquet import read_latents
-from service.ngram.build import build_table, histogram_query, pad_pattern_classes, windows_table
+from service.ngram.build import build_table
+from service.ngram.counting import count_chunk
 from service.ngram.exact import ExactSampler
 from service.ngram.index import NgramIndex
 from service.ngram.samples import SampleConfig, uniform
@@ -45,25 +46,6 @@ def timed(fn):  # type: ignore[no-untyped-def]
     started = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - started
-
-
-def duckdb_group_by(
-    con: duckdb.DuckDBPyConnection, w: WindowSet, classes: np.ndarray, *, into_store: bool
-) -> None:
-    """The build's GROUP BY (histogram_query) over in-memory windows, with the first-in-image
-    flags it needs computed first: into a temporary (in-memory) table, or written into the
-    store's on-disk `ngrams` as the build writes it, then rolled back."""
-    con.register("bench_windows", windows_table(w, classes))
-    if into_store:
-        con.execute("BEGIN TRANSACTION")
-        con.execute(
-            "INSERT INTO ngrams (table_id, context_key, token, count, images, example_image)"
-            f" SELECT -1, * FROM ({histogram_query('bench_windows')})"
-        )
-        con.execute("ROLLBACK")
-    else:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE bench_h AS {histogram_query('bench_windows')}")
-    con.unregister("bench_windows")
 
 
 def pandas_group_by(w: WindowSet) -> None:
@@ -88,30 +70,26 @@ def round_seconds(fns: dict[str, Callable[[], object]], reps: int) -> dict[str, 
 def build_figures(
     con: duckdb.DuckDBPyConnection, train: TokenGrids, gamma: int, reps: int, build_reps: int
 ) -> tuple[TableInfo, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Seconds per round of the GROUP BY beside pandas (`reps` rounds), then of the whole γ
-    build beside extraction plus pandas (`build_reps` rounds)."""
-    _, h, w = train.tokens.shape
+    """Seconds per round of the build's counting beside extraction plus pandas (`reps` rounds),
+    then of the whole γ build beside the same (`build_reps` rounds)."""
 
     def extract() -> WindowSet:
         return build_windows(train.tokens, train.image_ids, gamma, pad=train.pad)
 
-    windows, classes = extract(), pad_pattern_classes(gamma, h, w, positional=False)
-    group_by = round_seconds(
+    def pandas() -> None:
+        pandas_group_by(extract())
+
+    counting = round_seconds(
         {
-            "duckdb": lambda: duckdb_group_by(con, windows, classes, into_store=False),
-            "duckdb_into_store": lambda: duckdb_group_by(con, windows, classes, into_store=True),
-            "pandas": lambda: pandas_group_by(windows),
+            "counting": lambda: count_chunk(train.tokens, train.image_ids, gamma, train.pad),
+            "pandas": pandas,
         },
         reps,
     )
     build = round_seconds(
-        {
-            "build": lambda: build_table(con, train, gamma=gamma),
-            "pandas": lambda: pandas_group_by(extract()),
-        },
-        build_reps,
+        {"build": lambda: build_table(con, train, gamma=gamma), "pandas": pandas}, build_reps
     )
-    return get_table(con, gamma), group_by, build
+    return get_table(con, gamma), counting, build
 
 
 def median_ratio(baseline: np.ndarray, ours: np.ndarray) -> float:
@@ -160,7 +138,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("runs/default"))
     parser.add_argument("--samples", type=int, default=20_000)
     parser.add_argument("--baseline-samples", type=int, default=50)
-    parser.add_argument("--group-by-reps", type=int, default=15, help="rounds of GROUP BY timing")
+    parser.add_argument("--counting-reps", type=int, default=15, help="rounds of counting timing")
     parser.add_argument("--build-reps", type=int, default=5, help="rounds of full-build timing")
     args = parser.parse_args()
     latents = read_latents(RunPaths(args.run).latents)
@@ -168,12 +146,12 @@ def main() -> None:
     figures: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "b.duckdb") as con:
         for gamma in (3, 5, 7):
-            info, group_by, build = build_figures(
-                con, train, gamma, args.group_by_reps, args.build_reps
+            info, counting, build = build_figures(
+                con, train, gamma, args.counting_reps, args.build_reps
             )
             windows_per_s = {
                 f"{stage}_{name}": round(info.windows / float(np.median(t)))
-                for stage, rounds in (("group_by", group_by), ("build", build))
+                for stage, rounds in (("counting", counting), ("build", build))
                 for name, t in rounds.items()
             }
             index = NgramIndex.load(con, gamma)
@@ -186,16 +164,11 @@ def main() -> None:
             figures[f"gamma={gamma}"] = {
                 "windows": info.windows,
                 "contexts": info.contexts,
-                "group_by_windows_per_s": windows_per_s["group_by_duckdb"],
-                "pandas_group_by_windows_per_s": windows_per_s["group_by_pandas"],
-                "group_by_vs_pandas": median_ratio(group_by["pandas"], group_by["duckdb"]),
-                "group_by_into_store_windows_per_s": windows_per_s["group_by_duckdb_into_store"],
-                "group_by_into_store_vs_pandas": median_ratio(
-                    group_by["pandas"], group_by["duckdb_into_store"]
-                ),
+                "counting_windows_per_s": windows_per_s["counting_counting"],
+                "pandas_extract_and_group_windows_per_s": windows_per_s["counting_pandas"],
+                "counting_vs_pandas": median_ratio(counting["pandas"], counting["counting"]),
                 "full_build_s": round(float(np.median(build["build"])), 3),
                 "full_build_windows_per_s": windows_per_s["build_build"],
-                "pandas_extract_and_group_windows_per_s": windows_per_s["build_pandas"],
                 "full_build_vs_pandas": median_ratio(build["pandas"], build["build"]),
                 "sample_grids_per_s": round(grids_per_s),
                 "sample_ok_share": round(float(batch.ok.mean()), 4),

@@ -95,15 +95,22 @@ def latents_from_tokens(
     )
 
 
+# A context's token list as 0001 and 0002 stored it: a blob of little-endian uint32s.
+_TOKENS_AS_BLOB = (
+    "unhex(array_to_string(list_transform(c.context, lambda t: printf('%02x%02x%02x%02x',"
+    " t % 256, (t // 256) % 256, (t // 65536) % 256, t // 16777216)), ''))"
+)
+
+
 def downgrade_to_first_schema(store: Path) -> None:
     """Rewrite a store in the layout of migration 0001, as an older latentgram left it: the
-    context and position on every token row of `ngrams`, no `ngram_contexts`."""
+    context (a blob) and position on every token row of `ngrams`, no `ngram_contexts`."""
     with duckdb.connect(str(store)) as con:
         con.execute("BEGIN TRANSACTION")
         con.execute(
-            "CREATE TABLE first_ngrams AS SELECT n.table_id, n.context_key, c.context, c.position,"
-            " n.token, n.count, n.images, n.example_image"
-            " FROM ngrams n JOIN ngram_contexts c USING (table_id, context_key)"
+            "CREATE TABLE first_ngrams AS SELECT n.table_id, n.context_key,"
+            f" {_TOKENS_AS_BLOB} AS context, c.position, n.token, n.count, n.images,"
+            " n.example_image FROM ngrams n JOIN ngram_contexts c USING (table_id, context_key)"
         )
         con.execute("DROP TABLE ngrams")
         con.execute("DROP TABLE ngram_contexts")

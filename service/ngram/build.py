@@ -1,10 +1,12 @@
-"""Building a γ table (DESIGN.md §4, §10): every window of the training token grids, counted by
-one DuckDB GROUP BY into context → token → (count, distinct images, smallest image id).
+"""Building a γ table (DESIGN.md §4, §10): every window of the training token grids, counted into
+context → token → (count, distinct images, smallest image id).
 
-The windows are extracted a chunk of whole images at a time and appended to a temporary DuckDB
-table, so the build's own memory does not grow with the corpus: DuckDB holds the windows within
-its memory limit and spills past it (limit_memory). Another engine's histogram files (the Spark
-build, run/spark_build.py) are written into the store by the same commit_table.
+The windows are counted a chunk of whole images at a time, compiled and straight from the token
+grids (ngram/counting.py), and each chunk's histogram is appended to a temporary DuckDB table;
+one DuckDB GROUP BY merges them. So the build's own memory does not grow with the corpus:
+DuckDB holds the chunks' histograms within its memory limit and spills past it (limit_memory).
+Another engine's histogram files (the Spark build, run/spark_build.py) are written into the
+store by the same commit_table.
 
 A build runs in one transaction under a staging table id and replaces the previous table of the
 same name in that transaction, so a build killed at any moment leaves the previous table in
@@ -17,7 +19,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +28,10 @@ import numpy as np
 import pyarrow as pa
 
 from service.errors import InvalidInputError, RunError, first_line
+from service.ngram.counting import count_chunk
 from service.ngram.store import TableInfo, get_table, table_name
 from service.ngram.tokens import TokenGrids
-from service.ngram.windows import WindowSet, build_windows, check_gamma, extract_windows
+from service.ngram.windows import check_gamma
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,9 @@ log = logging.getLogger(__name__)
 BUILD_STAGES = ("windows", "histograms", "contexts", "replaced", "committed")
 StageHook = Callable[[str], None]
 
-# Windows extracted at once: 4 M rows hold ~100 MB of keys, tokens and ids and K·2 bytes a row of
-# contexts (~200 MB at γ = 7); the default run's 960,000 windows are one chunk.
+# Windows counted at once: 4 M rows hold ~100 MB of keys, tokens and ids, K·2 bytes a row of
+# contexts (~200 MB at γ = 7) and ~300 MB of counting tables at most; the default run's 960,000
+# windows are one chunk.
 CHUNK_WINDOWS = 1 << 22
 COLLISION = "two different contexts share a 64-bit key: report this, it should not happen"
 # What DuckDB's memory_limit takes: a number and a unit (B, KB, MiB, GB, …) or a percentage.
@@ -46,10 +50,10 @@ _MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B|bytes|%)?", re.IGNORECAS
 
 @dataclass(frozen=True)
 class BuildInput:
-    """What the build writes from: one row per window, and one row per distinct context."""
+    """What the build writes from: a chunk's histogram rows and its distinct contexts."""
 
-    windows: pa.Table  # context_key, token, image, first_in_image
-    contexts: pa.Table  # context_key, position, context (tokens as little-endian uint32 bytes)
+    histograms: pa.Table  # context_key, token, count, images, example_image
+    contexts: pa.Table  # context_key, position, context (its tokens, a list of uint32)
 
 
 @dataclass(frozen=True)
@@ -81,109 +85,54 @@ class TableSource:
     images: int
 
 
-def histogram_query(windows: str) -> str:
-    """The build's one GROUP BY over a relation of windows: the histogram of eq. 9 with its
-    provenance. First-in-image flags count the distinct images without a COUNT(DISTINCT), which
-    would cost more than the rest of the query."""
+def merged_histograms(histograms: str) -> str:
+    """The build's one GROUP BY, over a relation of chunks' histogram rows: a chunk holds whole
+    images, so no image is counted in two chunks, and the histogram of eq. 9 with its provenance
+    is the sum of the chunks' counts and distinct images and the smallest of their example ids."""
     return (
-        "SELECT context_key, token, count(*) AS count, count_if(first_in_image) AS images,"
-        f" min(image) AS example_image FROM {windows} GROUP BY context_key, token"
+        "SELECT context_key, token, sum(count)::BIGINT AS count, sum(images)::BIGINT AS images,"
+        f" min(example_image) AS example_image FROM {histograms} GROUP BY context_key, token"
     )
-
-
-def pad_pattern_classes(gamma: int, height: int, width: int, positional: bool) -> np.ndarray:
-    """(H·W,) a class per raster position: windows at positions of different classes never
-    share a context, because PAD (never a real token) fills different slots of their windows,
-    or, in positional tables, because the position is part of the context."""
-    if positional:
-        return np.arange(height * width)
-    pad_mask, _ = extract_windows(np.zeros((1, height, width), np.int64), gamma, pad=1)
-    _, classes = np.unique(pad_mask, axis=0, return_inverse=True)
-    return classes.reshape(-1)
-
-
-def first_in_image(keys: np.ndarray, tokens: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """True for the first window of each (image, context, token), windows image-major in raster
-    order: summing it over a group counts the distinct images that hold the window.
-
-    Only windows at positions of one PAD class can repeat within an image (`classes`), so only
-    those pairs are compared: a few dozen column compares on 4×4 grids, none at all at γ = 7.
-    Grids with large classes sort each image's windows instead.
-    """
-    per_image = len(classes)
-    k, t = keys.reshape(-1, per_image), tokens.reshape(-1, per_image)
-    pairs = [(i, j) for j in range(per_image) for i in np.flatnonzero(classes[:j] == classes[j])]
-    if len(pairs) > 4 * per_image:
-        order = np.lexsort((t, k), axis=-1)
-        ks, ts = np.take_along_axis(k, order, -1), np.take_along_axis(t, order, -1)
-        repeat = np.zeros_like(ks, dtype=bool)
-        repeat[:, 1:] = (ks[:, 1:] == ks[:, :-1]) & (ts[:, 1:] == ts[:, :-1])
-        first = np.empty_like(repeat)
-        np.put_along_axis(first, order, ~repeat, -1)
-        return first.reshape(-1)
-    first = np.ones(k.T.shape, dtype=bool)
-    if not pairs:
-        return first.reshape(-1)
-    k, t = k.T.copy(), t.T.copy()  # position-major: each compare reads contiguous memory
-    for i, j in pairs:
-        first[j] &= (k[i] != k[j]) | (t[i] != t[j])
-    return first.T.reshape(-1)
-
-
-def windows_table(win: WindowSet, classes: np.ndarray) -> pa.Table:
-    """What histogram_query reads: one row per window, with its first-in-image flag."""
-    return pa.table(
-        {
-            "context_key": win.keys,
-            "token": win.tokens.astype(np.int32),
-            "image": win.images,
-            "first_in_image": first_in_image(win.keys, win.tokens, classes),
-        }
-    )
-
-
-def window_rows(grids: TokenGrids, gamma: int, positional: bool) -> tuple[WindowSet, pa.Table]:
-    """The windows of the grids, and what histogram_query reads of them."""
-    _, h, w = grids.tokens.shape
-    win = build_windows(grids.tokens, grids.image_ids, gamma, grids.pad, positional=positional)
-    return win, windows_table(win, pad_pattern_classes(gamma, h, w, positional))
-
-
-def context_rows(win: WindowSet, positional: bool) -> pa.Table:
-    """The distinct contexts of a set of windows (context_key, position, context as
-    little-endian uint32 bytes), after an exact check of their hash keys."""
-    keys, first_of_key, key_of_window = np.unique(win.keys, return_index=True, return_inverse=True)
-    check_keys(win.contexts, first_of_key[key_of_window])
-    slots_of_keys = np.take(win.contexts.T, first_of_key, axis=1)  # gathers whole slots
-    context_bytes = np.ascontiguousarray(slots_of_keys.T, dtype="<u4").view(np.uint8)
-    blob = pa.Array.from_buffers(
-        pa.binary(context_bytes.shape[1]), len(keys), [None, pa.py_buffer(context_bytes)]
-    )
-    position = (
-        pa.array(win.positions[first_of_key], pa.int32())
-        if positional
-        else pa.nulls(len(keys), pa.int32())
-    )
-    return pa.table({"context_key": keys, "position": position, "context": blob.cast(pa.binary())})
 
 
 def build_input(grids: TokenGrids, gamma: int, positional: bool) -> BuildInput:
-    """Windows and distinct contexts of the grids, with an exact check of the hash keys."""
-    win, windows = window_rows(grids, gamma, positional)
-    return BuildInput(windows, context_rows(win, positional))
+    """The histogram rows and distinct contexts of a chunk of whole images, counted where the
+    grids are (ngram/counting.py), with an exact check of the hash keys."""
+    counted, collision = count_chunk(
+        grids.tokens, grids.image_ids, gamma, grids.pad, positional=positional
+    )
+    if collision:
+        raise RunError(COLLISION)
+    histograms = pa.table(
+        {
+            "context_key": counted.keys,
+            "token": counted.tokens.astype(np.int32),
+            "count": counted.counts,
+            "images": counted.images,
+            "example_image": counted.example_images,
+        }
+    )
+    positions = counted.context_positions
+    contexts = pa.table(
+        {
+            "context_key": counted.context_keys,
+            "position": (
+                pa.nulls(len(counted.context_keys), pa.int32())
+                if positions is None
+                else pa.array(positions, pa.int32())
+            ),
+            "context": token_lists(counted.context_tokens),
+        }
+    )
+    return BuildInput(histograms, contexts)
 
 
-def check_keys(contexts: np.ndarray, first_window: np.ndarray) -> None:
-    """RunError unless every window that repeats an earlier window's key repeats its context.
-
-    contexts: (M, K) column-major, so each slot (a column) is contiguous; first_window: (M,) the
-    first window with the same key as each window.
-    """
-    later = np.flatnonzero(first_window != np.arange(len(first_window)))
-    earlier = first_window[later]
-    for slot in contexts.T:
-        if not np.array_equal(slot[later], slot[earlier]):
-            raise RunError(COLLISION)
+def token_lists(tokens: np.ndarray) -> pa.LargeListArray:
+    """(M, K) tokens as M lists of K uint32, sharing one values buffer (no copy per list)."""
+    m, k = tokens.shape
+    offsets = np.arange(0, (m + 1) * k, k, dtype=np.int64)
+    values = np.ascontiguousarray(tokens, np.uint32).reshape(-1)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
 
 
 def images_per_chunk(height: int, width: int, windows: int = CHUNK_WINDOWS) -> int:
@@ -243,74 +192,113 @@ def build_table(
     chunk_windows: int = CHUNK_WINDOWS,
 ) -> TableInfo:
     """Count every (context, token) of the training grids into a new ready γ table, replacing
-    the previous table of the same name in the same transaction.
+    the previous table of the same name in the same transaction: build_tables for one γ."""
+    (info,) = build_tables(
+        con,
+        grids,
+        gammas=[gamma],
+        positional=positional,
+        run=run,
+        on_stage=on_stage,
+        chunk_windows=chunk_windows,
+    )
+    return info
+
+
+def build_tables(
+    con: duckdb.DuckDBPyConnection,
+    grids: TokenGrids | Iterable[TokenGrids],
+    *,
+    gammas: Sequence[int],
+    positional: bool = False,
+    run: str = "",
+    on_stage: StageHook | None = None,
+    chunk_windows: int = CHUNK_WINDOWS,
+) -> list[TableInfo]:
+    """Build the table of each γ in one pass over the grids, then commit them one at a time
+    (each in its own transaction, replacing the previous table of its name).
 
     `grids` is one set of grids or batches of whole images (iter_train_grids streams them from
-    latents.parquet). The windows of about `chunk_windows` rows are extracted at a time and
-    appended to a temporary DuckDB table, so only DuckDB holds them all, within its memory limit
-    (limit_memory), spilling to its temp directory past it.
+    latents.parquet). The windows of about `chunk_windows` rows are counted at a time, and the
+    chunk's histogram for each γ appended to a temporary DuckDB table, so only DuckDB holds
+    them all, within its memory limit (limit_memory), spilling to its temp directory past it.
+    One GROUP BY per γ merges the chunks' histograms; the histogram of a single chunk is the
+    table's as it is.
     """
-    check_gamma(gamma)
+    for gamma in gammas:
+        check_gamma(gamma)
     stage = on_stage or (lambda _: None)
     started = time.perf_counter()
     if isinstance(grids, TokenGrids):
         _, h, w = grids.tokens.shape
         grids = in_chunks(grids, images_per_chunk(h, w, chunk_windows))
+    temporary = {gamma: (f"lg_histograms_{gamma}", f"lg_contexts_{gamma}") for gamma in gammas}
     try:
-        shape, windows, images, chunks = _load_windows(con, grids, gamma, positional, chunk_windows)
-        stage("windows")
-        return commit_table(
-            con,
-            TableSource(shape, windows, images),
-            histogram_query("lg_windows"),
-            "lg_contexts",
-            gamma=gamma,
-            positional=positional,
-            run=run,
-            distinct_contexts=chunks == 1,
-            stage=stage,
-            started=started,
+        shape, windows, images, chunks = _load_chunks(
+            con, grids, temporary, positional, chunk_windows
         )
+        stage("windows")
+        load_share = (time.perf_counter() - started) / len(gammas)  # of each table's seconds
+        built = []
+        for gamma, (histograms, contexts) in temporary.items():
+            started = time.perf_counter() - load_share
+            built.append(
+                commit_table(
+                    con,
+                    TableSource(shape, windows, images),
+                    f"SELECT * FROM {histograms}" if chunks == 1 else merged_histograms(histograms),
+                    contexts,
+                    gamma=gamma,
+                    positional=positional,
+                    run=run,
+                    distinct_contexts=chunks == 1,
+                    stage=stage,
+                    started=started,
+                )
+            )
+        return built
     finally:
-        for table in ("lg_windows", "lg_contexts"):
+        for table in (name for names in temporary.values() for name in names):
             with contextlib.suppress(duckdb.Error):
                 con.unregister(table)
             con.execute(f"DROP TABLE IF EXISTS temp.{table}")
 
 
-def _load_windows(
+def _load_chunks(
     con: duckdb.DuckDBPyConnection,
     grids: Iterable[TokenGrids],
-    gamma: int,
+    temporary: dict[int, tuple[str, str]],
     positional: bool,
     chunk_windows: int,
 ) -> tuple[TableShape, int, int, int]:
-    """Every chunk's windows and contexts into lg_windows and lg_contexts: temporary tables, or
-    the Arrow tables of a single chunk registered in place (no copy). Returns the grids' shape
-    and the windows, images and chunks seen."""
+    """Every chunk's histogram and contexts for each γ into that γ's two `temporary` tables, or
+    the Arrow tables of a single chunk registered under those names (no copy). Returns the
+    grids' shape and the windows (per γ), images and chunks seen."""
     shape: TableShape | None = None
     windows = images = chunks = 0
-    first: BuildInput | None = None  # held until a second chunk shows up: one chunk needs no copy
+    first: dict[int, BuildInput] = {}  # held until a second chunk shows up: one needs no copy
     for part in grids:
         if not len(part):
             continue
         shape = shape or TableShape.of(part)
         shape.check(part)
         for chunk in in_chunks(part, images_per_chunk(shape.height, shape.width, chunk_windows)):
-            built = build_input(chunk, gamma, positional)
-            windows, images, chunks = windows + len(built.windows), images + len(chunk), chunks + 1
-            if chunks == 1:
-                first = built
-                continue
-            if first is not None:
-                _append(con, first, create=True)
-                first = None
-            _append(con, built, create=False)
+            windows += chunk.tokens.size
+            images, chunks = images + len(chunk), chunks + 1
+            for gamma, names in temporary.items():
+                built = build_input(chunk, gamma, positional)
+                if chunks == 1:
+                    first[gamma] = built
+                    continue
+                if gamma in first:
+                    _append(con, first.pop(gamma), names, create=True)
+                _append(con, built, names, create=False)
     if shape is None:
         raise InvalidInputError("latents have no training split to build from")
-    if first is not None:
-        con.register("lg_windows", first.windows)
-        con.register("lg_contexts", first.contexts)
+    for gamma, built in first.items():
+        histograms, contexts = temporary[gamma]
+        con.register(histograms, built.histograms)
+        con.register(contexts, built.contexts)
     return shape, windows, images, chunks
 
 
@@ -349,10 +337,13 @@ def import_table(
     )
 
 
-def _append(con: duckdb.DuckDBPyConnection, built: BuildInput, *, create: bool) -> None:
-    """Append a chunk's windows and contexts to temporary tables (made by the first chunk).
-    DuckDB keeps temporary tables in memory up to its memory limit and spills them past it."""
-    for table, rows in (("lg_windows", built.windows), ("lg_contexts", built.contexts)):
+def _append(
+    con: duckdb.DuckDBPyConnection, built: BuildInput, names: tuple[str, str], *, create: bool
+) -> None:
+    """Append a chunk's histogram and contexts to the two temporary tables `names` (made by the
+    first chunk). DuckDB keeps temporary tables in memory up to its memory limit and spills them
+    past it."""
+    for table, rows in zip(names, (built.histograms, built.contexts), strict=True):
         con.register("lg_chunk", rows)
         try:
             if create:

@@ -152,6 +152,17 @@ def hash_table(keys):
     return slots
 
 
+@njit(cache=True, nogil=True)
+def fill_filter(words, mask, keys):
+    """Set the three bits of each key in a Bloom filter's words (index.KeyFilter): the bits
+    might_contain tests."""
+    for i in range(len(keys)):
+        u = np.uint64(keys[i])
+        for shift in (np.uint64(0), np.uint64(21), np.uint64(42)):
+            probe = (u >> shift) & mask
+            words[probe >> np.uint64(6)] |= _ONE << (probe & np.uint64(63))
+
+
 @inlined
 def might_contain(words, mask, key):
     """index.KeyFilter.might_contain for one key: False for a key certainly absent."""

@@ -11,8 +11,25 @@ import numpy as np
 
 from service.errors import InvalidInputError
 from service.ngram import depth_first
-from service.ngram.store import TableInfo, get_table, read_context_tokens, read_table
+from service.ngram.store import TableInfo, get_table, iter_context_tokens, read_table
 from service.ngram.windows import above_size, context_keys, context_size
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique of int64 values by a sort: numpy's own hashes them, several times slower on
+    millions of keys."""
+    values = np.sort(values)
+    return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
+
+
+def read_above_keys(con: duckdb.DuckDBPyConnection, info: TableInfo) -> np.ndarray:
+    """The sorted distinct keys of the above parts of a table's contexts, read a batch of
+    contexts at a time: only the keys are held, never every context's tokens."""
+    parts = [
+        context_keys(tokens[:, : above_size(info.gamma)], positions)
+        for tokens, positions in iter_context_tokens(con, info)
+    ]
+    return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
 def group_offsets(sorted_keys: np.ndarray) -> np.ndarray:
@@ -58,10 +75,7 @@ class KeyFilter:
         bits = 1 << max(16, int(np.ceil(np.log2(self.BITS_PER_KEY * max(len(keys), 1)))))
         self.mask = np.uint64(bits - 1)
         self.words = np.zeros(bits // 64, np.uint64)
-        for probe in self._probes(keys):
-            np.bitwise_or.at(
-                self.words, probe >> np.uint64(6), np.uint64(1) << (probe & np.uint64(63))
-            )
+        depth_first.fill_filter(self.words, self.mask, np.ascontiguousarray(keys, np.int64))
 
     def _probes(self, keys: np.ndarray) -> list[np.ndarray]:
         u = keys.view(np.uint64)
@@ -128,8 +142,6 @@ class NgramIndex:
         table = read_table(con, info)
         row_keys = table.column("context_key").to_numpy()
         starts = group_offsets(row_keys)
-        contexts, positions = read_context_tokens(con, info)
-        above = context_keys(contexts[:, : above_size(gamma)], positions)
         return cls(
             info=info,
             keys=row_keys[starts[:-1]],
@@ -137,7 +149,7 @@ class NgramIndex:
             tokens=table.column("token").to_numpy().astype(np.int64),
             counts=table.column("count").to_numpy().astype(np.int64),
             examples=table.column("example_image").to_numpy().astype(np.int64),
-            above_keys=np.unique(above),
+            above_keys=read_above_keys(con, info),
         )
 
     @cached_property

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 import duckdb
@@ -85,7 +85,8 @@ def save_index(store: Path, index: NgramIndex, keep: Collection[int] = ()) -> Ng
     """Write the index's files (hash tables and filters built if they were not) and return it
     mapped from them; the folders of tables not in `keep` (nor this one) are removed."""
     arrays = {name: getattr(index, name) for name in _TABLE_ARRAYS}
-    arrays.update(asdict(index.search_aids()))
+    aids = index.search_aids()
+    arrays.update({f.name: getattr(aids, f.name) for f in fields(aids)})  # asdict would copy
     folder = index_folder(store, index.info.table_id)
     write_arrays(folder, arrays, _meta(index.info))
     live = {str(table_id) for table_id in (*keep, index.info.table_id)}

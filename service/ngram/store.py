@@ -7,7 +7,7 @@ service opens it read-only; builds (ngram/build.py) go through the CLI.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -148,23 +148,40 @@ def read_context_tokens(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """A table's contexts as (M, K) int64 tokens, in key order, and their (M,) positions for a
     positional table (None otherwise)."""
-    contexts = read_contexts(con, info)
-    k = context_size(info.gamma)
-    # large_binary: 64-bit offsets, since one table's blobs pass 2 GiB (50 M contexts at γ = 7)
-    blobs = contexts.column("context").cast(pa.large_binary()).combine_chunks()
-    raw = np.frombuffer(blobs.buffers()[2], np.uint8)  # variable-size binary: values buffer
-    offsets = np.frombuffer(blobs.buffers()[1], np.int64)[: len(blobs) + 1]
-    tokens = raw[offsets[:-1, None] + np.arange(4 * k)[None, :]].view("<u4").astype(np.int64)
-    positions = None
-    if info.positional:
-        positions = contexts.column("position").to_numpy().astype(np.int64)
-    return tokens.reshape(-1, k), positions
-
-
-def read_contexts(con: duckdb.DuckDBPyConnection, info: TableInfo) -> pa.Table:
-    """A table's contexts (context_key, position, context) sorted by key, through Arrow."""
-    return con.sql(
+    contexts = con.sql(
         "SELECT context_key, position, context FROM ngram_contexts WHERE table_id = $id"
         " ORDER BY context_key",
         params={"id": info.table_id},
     ).to_arrow_table()
+    return _tokens_and_positions(contexts, info)
+
+
+def iter_context_tokens(
+    con: duckdb.DuckDBPyConnection, info: TableInfo, batch_rows: int = 1 << 20
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """read_context_tokens in batches of about `batch_rows` contexts and in no set order, so that
+    no more than a batch is held at once (a table of a large corpus holds tens of millions)."""
+    reader = con.sql(
+        "SELECT position, context FROM ngram_contexts WHERE table_id = $id",
+        params={"id": info.table_id},
+    ).to_arrow_reader(batch_rows)
+    for batch in reader:
+        if batch.num_rows:
+            yield _tokens_and_positions(batch, info)
+
+
+def _tokens_and_positions(
+    contexts: pa.Table | pa.RecordBatch, info: TableInfo
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The (M, K) tokens of rows of ngram_contexts as int64 (lists of K tokens share one values
+    buffer: no per-row work), and their positions for a positional table."""
+    k = context_size(info.gamma)
+    column = contexts.column("context")
+    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    tokens = lists.flatten().to_numpy()  # the values of the lists in view, nulls refused
+    if len(tokens) != k * len(lists):
+        raise RunError(f"table {info.name} has contexts of other than {k} tokens: rebuild it")
+    positions = None
+    if info.positional:
+        positions = contexts.column("position").to_numpy().astype(np.int64)
+    return tokens.reshape(-1, k).astype(np.int64), positions

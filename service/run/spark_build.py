@@ -1,10 +1,10 @@
 """The γ table build on Apache Spark (DESIGN.md §10), for corpora beyond one machine.
 
-Spark reads latents.parquet, turns each Arrow batch of whole images into windows with the
-build's own vectorized code (`mapInArrow` over build.window_rows and build.context_rows, so the
-window definition, the keys and the first-in-image flags are the DuckDB build's), runs the same
-GROUP BY with the same columns and the same example-image rule (the smallest image id), and
-writes the histograms and the distinct contexts as Parquet in a staging folder. The store then
+Spark reads latents.parquet and counts each Arrow batch of whole images with the DuckDB build's
+own code (`mapInArrow` over build.build_input, so the window definition, the keys, the counts and
+the exact key check are the DuckDB build's), merges the batches' histograms with the same
+GROUP BY (counts and images summed, the smallest example image id), and writes the histograms
+and the distinct contexts as Parquet in a staging folder. The store then
 imports those files with build.commit_table: same catalogue row, same staging id, one visible
 switch at COMMIT.
 
@@ -44,15 +44,14 @@ from service.errors import InvalidInputError, RunError, first_line
 from service.ngram.build import (
     StageHook,
     TableShape,
+    build_input,
     images_per_chunk,
     import_table,
     in_chunks,
-    window_rows,
 )
-from service.ngram.build import context_rows as build_context_rows
 from service.ngram.store import TableInfo, table_name
 from service.ngram.tokens import TokenGrids
-from service.ngram.windows import build_windows, check_gamma
+from service.ngram.windows import check_gamma
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -66,8 +65,8 @@ INSTALL_JAVA = (
     "install Java 17 (Debian: `apt-get install openjdk-17-jre-headless`, which `make setup`"
     " does) or set JAVA_HOME"
 )
-WINDOW_SCHEMA = "context_key long, token int, image long, first_in_image boolean"
-CONTEXT_SCHEMA = "context_key long, position int, context binary"
+HISTOGRAM_SCHEMA = "context_key long, token int, count long, images long, example_image long"
+CONTEXT_SCHEMA = "context_key long, position int, context array<int>"
 # Spark's own log at ERROR only: a build prints its figures, not Spark's chatter. The logger of
 # Spark's shells is set too, or Spark announces on start-up that it lowered the level to WARN.
 _LOG4J2 = """\
@@ -206,21 +205,23 @@ class SparkOutput:
     seconds: float
 
 
-def _window_batches(
+def _histogram_batches(
     batches: Iterator[pa.RecordBatch], gamma: int, positional: bool, shape: tuple[int, int, int]
 ) -> Iterator[pa.RecordBatch]:
-    """mapInArrow: latents rows → one row per window, as the DuckDB build's windows table."""
+    """mapInArrow: latents rows → their histogram rows, as a chunk of the DuckDB build's."""
     for chunk in _grid_chunks(batches, shape):
-        yield from window_rows(chunk, gamma, positional)[1].to_batches()
+        yield from build_input(chunk, gamma, positional).histograms.to_batches()
 
 
 def _context_batches(
     batches: Iterator[pa.RecordBatch], gamma: int, positional: bool, shape: tuple[int, int, int]
 ) -> Iterator[pa.RecordBatch]:
-    """mapInArrow: latents rows → the distinct contexts of their windows, keys checked."""
+    """mapInArrow: latents rows → the distinct contexts of their windows, keys checked. Spark
+    has no unsigned integers: the tokens (< 2^17) travel as int32."""
     for chunk in _grid_chunks(batches, shape):
-        win = build_windows(chunk.tokens, chunk.image_ids, gamma, chunk.pad, positional=positional)
-        yield from build_context_rows(win, positional).to_batches()
+        contexts = build_input(chunk, gamma, positional).contexts
+        tokens = contexts.column("context").cast(pa.list_(pa.int32()))
+        yield from contexts.set_column(2, "context", tokens).to_batches()
 
 
 def _grid_chunks(
@@ -252,12 +253,12 @@ def count_windows_spark(
     rows = spark.read.parquet(latents).select(*LATENT_COLUMNS)
     with warnings.catch_warnings():  # pyspark warns about pandas 3, which the build never uses
         warnings.filterwarnings("ignore", _PANDAS_WARNING, FutureWarning)
-        windows = rows.mapInArrow(partial(_window_batches, **args), WINDOW_SCHEMA)
+        chunks = rows.mapInArrow(partial(_histogram_batches, **args), HISTOGRAM_SCHEMA)
         contexts = rows.mapInArrow(partial(_context_batches, **args), CONTEXT_SCHEMA)
-    histograms = windows.groupBy("context_key", "token").agg(
-        F.count(F.lit(1)).alias("count"),
-        F.sum(F.col("first_in_image").cast("long")).alias("images"),
-        F.min("image").alias("example_image"),
+    histograms = chunks.groupBy("context_key", "token").agg(  # as build.merged_histograms
+        F.sum("count").alias("count"),
+        F.sum("images").alias("images"),
+        F.min("example_image").alias("example_image"),
     )
     try:
         histograms.write.mode("overwrite").parquet(str(out / "ngrams"))

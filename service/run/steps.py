@@ -7,7 +7,7 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from tqdm import tqdm
 from models import BLAE
 from service.checkpoint import Checkpoint
 from service.data.fingerprint import check_same_data, data_record, source_flags
-from service.data.latent_batches import iter_train_grids, read_latents_header
+from service.data.latent_batches import count_train_images, iter_train_grids, read_latents_header
 from service.data.parquet import read_latents, write_images, write_latents
 from service.data.sources import DataSpec
 from service.errors import InvalidInputError, RunError, first_line
@@ -26,13 +26,13 @@ from service.files import file_sha256
 from service.latents.bits import pack_bits
 from service.latents.codec import decode_bits, encode_images
 from service.latents.latent_set import LatentSet
-from service.ngram.build import build_table, images_per_chunk, limit_memory, parse_memory_limit
+from service.ngram.build import build_tables, images_per_chunk, limit_memory, parse_memory_limit
 from service.ngram.index import NgramIndex
 from service.ngram.index_files import write_run_indexes
 from service.ngram.modes import Mode, Sampler
 from service.ngram.samples import SampleBatch, SampleConfig
 from service.ngram.store import TableInfo, get_table, list_tables, open_store
-from service.ngram.tokens import tokens_to_bits
+from service.ngram.tokens import TokenGrids, tokens_to_bits
 from service.ngram.windows import check_gamma, check_gamma_fits, default_gammas
 from service.run.models import blae_training_data, has_arvm, load_arvm, load_blae
 from service.run.paths import RunPaths
@@ -165,8 +165,11 @@ def build_run_tables(
                 )
             con = stack.enter_context(open_store(paths.store))
             limit_memory(con, settings.memory_limit, scratch / "duckdb")
-            steps = tqdm(gammas, desc="build n-gram tables", unit="table", disable=not progress)
-            built = [_build_one(paths, con, spark, g, positional, (height, width)) for g in steps]
+            if spark is None:
+                built = _build_on_duckdb(paths, con, gammas, positional, progress)
+            else:
+                steps = tqdm(gammas, desc="build n-gram tables", unit="table", disable=not progress)
+                built = [_build_on_spark(paths, con, spark, g, positional) for g in steps]
             write_run_indexes(con, paths.store)
     except duckdb.Error as exc:  # out of memory or disk past the limit: the old tables stay
         raise RunError(f"the build failed in DuckDB: {first_line(exc)}") from None
@@ -178,25 +181,50 @@ def build_run_tables(
     return built
 
 
-def _build_one(
+def _build_on_duckdb(
     paths: RunPaths,
     con: duckdb.DuckDBPyConnection,
-    spark: Any,
-    gamma: int,
+    gammas: Sequence[int],
     positional: bool,
-    grid: tuple[int, int],
-) -> TableInfo:
-    """One table, on Spark when a session is given, else on DuckDB from batches of latents."""
-    latents, run = paths.latents, str(paths.root)
-    if spark is not None:
-        from service.run.spark_build import build_table_spark
+    progress: bool,
+) -> list[TableInfo]:
+    """Every γ's table in one pass over batches of the latents, with a bar over the images."""
+    header = read_latents_header(paths.latents)
+    _, height, width = header.shape
+    bar = tqdm(
+        total=count_train_images(paths.latents),
+        desc=f"count windows (γ = {', '.join(map(str, gammas))})",
+        unit="image",
+        unit_scale=True,
+        disable=not progress,
+    )
 
-        scratch = paths.root / BUILD_SCRATCH
-        return build_table_spark(
-            con, spark, latents, scratch, gamma=gamma, positional=positional, run=run
+    def batches() -> Iterator[TokenGrids]:
+        for batch in iter_train_grids(paths.latents, images_per_chunk(height, width)):
+            yield batch
+            bar.update(len(batch))
+
+    with bar:
+        return build_tables(
+            con, batches(), gammas=gammas, positional=positional, run=str(paths.root)
         )
-    batches = iter_train_grids(latents, images_per_chunk(*grid))
-    return build_table(con, batches, gamma=gamma, positional=positional, run=run)
+
+
+def _build_on_spark(
+    paths: RunPaths, con: duckdb.DuckDBPyConnection, spark: Any, gamma: int, positional: bool
+) -> TableInfo:
+    """One table, counted on Spark and imported into the store."""
+    from service.run.spark_build import build_table_spark
+
+    return build_table_spark(
+        con,
+        spark,
+        paths.latents,
+        paths.root / BUILD_SCRATCH,
+        gamma=gamma,
+        positional=positional,
+        run=str(paths.root),
+    )
 
 
 @dataclass(frozen=True)

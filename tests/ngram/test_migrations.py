@@ -42,7 +42,7 @@ def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
     assert s.current == s.latest >= 1 and s.pending == ()
 
 
-def test_migration_0002_keeps_every_row_of_a_0001_store(tmp_path: Path) -> None:
+def test_migrations_0002_and_0003_keep_every_row_of_a_0001_store(tmp_path: Path) -> None:
     """Built now, rewritten in the 0001 layout, migrated forward: the same rows come back."""
     store = tmp_path / "s.duckdb"
     rng = np.random.default_rng(3)
@@ -55,7 +55,7 @@ def test_migration_0002_keeps_every_row_of_a_0001_store(tmp_path: Path) -> None:
     downgrade_to_first_schema(store)
     with pytest.raises(RunError, match=r"schema version 1, this latentgram needs \d.*migrate"):
         open_store(store, read_only=True)
-    assert upgrade_store(store) == ["0002_contexts_table.sql"]
+    assert upgrade_store(store) == ["0002_contexts_table.sql", "0003_context_token_lists.sql"]
     assert upgrade_store(store) == []
     with open_store(store, read_only=True) as con:
         assert _table_rows(con) == before

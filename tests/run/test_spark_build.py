@@ -181,7 +181,7 @@ def test_a_key_with_two_contexts_is_refused_and_the_old_table_stays(
         {
             "context_key": pa.array([key], pa.int64()),
             "position": pa.nulls(1, pa.int32()),
-            "context": pa.array([b"\x07" * 48], pa.binary()),
+            "context": pa.array([[7] * 12], pa.list_(pa.int32())),
         }
     )
     forged = tmp_path / "forged"

@@ -1,0 +1,244 @@
+"""Counting a chunk of token grids into its histogram, compiled with numba: the GROUP BY of
+eq. 9 for one chunk of whole images, done where the grids already are.
+
+A window costs two passes and no table lookups out of cache:
+1. Each window's context key is hashed straight from the padded grid (as windows.context_keys
+   hashes it), with a second, independent hash of the same tokens, and the windows are
+   partitioned by the top bits of their key (a stable counting sort, so each partition keeps the
+   windows image by image in raster order).
+2. Each partition is counted on its own, in hash tables small enough for the core's cache: the
+   distinct contexts, and per (context, token) the windows, the distinct images and the smallest
+   image id. A partition's new rows and contexts are numbered consecutively, so they stay in
+   cache too.
+Table lookups over a whole chunk (millions of windows) would each miss the cache several times:
+this was 3-4× slower.
+
+The check of the 64-bit keys: every window with a known key must have the same second hash as
+that key's first window. Two different contexts pass only if both 64-bit hashes collide, about
+2^-128 per pair. Chunks hold whole images, so the histograms of different chunks merge by
+summing counts and images and taking the smallest id (build.merged_histograms, and the Spark
+build).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, cast
+
+import numpy as np
+from numba import njit
+
+from service.ngram.windows import _GOLDEN, _MIX1, _MIX2, context_offsets, pad_grids, token_dtype
+
+compiled = cast(Any, njit)(cache=True, nogil=True)
+
+_EMPTY = -1
+_NO_POSITION = np.uint64(0xFFFFFFFFFFFFFFFF)  # windows._NO_POSITION (−1) as the finalizer sees it
+_CHECK_SEED = np.uint64(0xD1B54A32D192ED03)  # the second hash starts elsewhere and mixes apart
+_CHECK_MIX = np.uint64(0xAEF17502108EF2D9)
+_PARTITION_WINDOWS = 1 << 13  # windows per partition, on average: its tables fit in L2
+# Columns of a histogram row.
+_KEY, _TOKEN, _COUNT, _IMAGES, _MIN, _LAST = range(6)
+
+
+class ChunkCounts(NamedTuple):
+    """A chunk's histogram rows and distinct contexts."""
+
+    keys: np.ndarray  # (R,) int64 context key of each row
+    tokens: np.ndarray  # (R,) int64 next token
+    counts: np.ndarray  # (R,) int64 windows
+    images: np.ndarray  # (R,) int64 distinct images
+    example_images: np.ndarray  # (R,) int64 smallest image id
+    context_keys: np.ndarray  # (M,) int64
+    context_tokens: np.ndarray  # (M, K) uint32
+    context_positions: np.ndarray | None  # (M,) int64 position of its first window, if positional
+
+
+@compiled
+def _splitmix64(x: np.uint64) -> np.uint64:
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+@compiled
+def _hash_windows(
+    padded: np.ndarray, offsets: np.ndarray, r: int, positional: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N·H·W,) context keys (windows.context_keys's) and second hashes of every window, image
+    by image in raster order."""
+    n, k = len(padded), len(offsets)
+    height, width = padded.shape[1] - r, padded.shape[2] - 2 * r
+    keys = np.empty(n * height * width, np.int64)
+    checks = np.empty(n * height * width, np.uint64)
+    w = 0
+    for i in range(n):
+        for y in range(r, r + height):
+            for x in range(r, r + width):
+                h, c = _GOLDEN, _CHECK_SEED
+                for j in range(k):
+                    v = np.uint64(padded[i, y + offsets[j, 0], x + offsets[j, 1]])
+                    h = (h ^ v) * _MIX1
+                    h = h ^ (h >> np.uint64(29))
+                    c = (c ^ v) * _CHECK_MIX
+                    c = c ^ (c >> np.uint64(31))
+                p = np.uint64((y - r) * width + (x - r))
+                keys[w] = np.int64(_splitmix64(h ^ (p if positional else _NO_POSITION)))
+                checks[w] = _splitmix64(c)
+                w += 1
+    return keys, checks
+
+
+@compiled
+def _partition(
+    padded: np.ndarray,
+    image_ids: np.ndarray,
+    keys: np.ndarray,
+    checks: np.ndarray,
+    r: int,
+    bits: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The windows' records (key, second hash, next token, image id, window) in order of the
+    top `bits` bits of their keys, stable, and the (2^bits + 1,) offsets of each partition: one
+    sequential read, 2^bits sequential writes."""
+    height, width = padded.shape[1] - r, padded.shape[2] - 2 * r
+    per_image = height * width
+    shift = np.uint64(64 - bits)
+    starts = np.zeros((1 << bits) + 1, np.int64)
+    for w in range(len(keys)):
+        starts[(np.uint64(keys[w]) >> shift) + 1 if bits else 1] += 1
+    for p in range(1 << bits):
+        starts[p + 1] += starts[p]
+    at = starts[:-1].copy()
+    records = np.empty((len(keys), 5), np.int64)
+    for w in range(len(keys)):
+        p = np.int64(np.uint64(keys[w]) >> shift) if bits else 0
+        i = w // per_image
+        q = w - i * per_image
+        record = records[at[p]]
+        record[0], record[1] = keys[w], np.int64(checks[w])
+        record[2] = padded[i, q // width + r, q % width + r]
+        record[3], record[4] = image_ids[i], w
+        at[p] += 1
+    return records, starts
+
+
+@compiled
+def _table_size(n: int) -> int:
+    size = 16
+    while size < 2 * n:
+        size *= 2
+    return size
+
+
+@compiled
+def _count(
+    records: np.ndarray, starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """(R, 6) histogram rows (_KEY … _LAST), (M,) context keys and (M,) first windows of the
+    distinct contexts, and whether a key came with two contexts; one partition at a time."""
+    windows = len(records)
+    hist = np.empty((windows, 6), np.int64)
+    context_key = np.empty(windows, np.int64)
+    context_check = np.empty(windows, np.int64)
+    context_first = np.empty(windows, np.int64)
+    largest = 0
+    for p in range(len(starts) - 1):
+        largest = max(largest, starts[p + 1] - starts[p])
+    context_slots = np.empty(_table_size(largest), np.int64)  # → context
+    pair_slots = np.empty(_table_size(largest), np.int64)  # → row
+    rows = contexts = 0
+    collision = False
+    for p in range(len(starts) - 1):
+        n = starts[p + 1] - starts[p]
+        if n == 0:
+            continue
+        mask = _table_size(n) - 1
+        context_slots[: mask + 1] = _EMPTY
+        pair_slots[: mask + 1] = _EMPTY
+        for at in range(starts[p], starts[p + 1]):
+            key, check = records[at, 0], records[at, 1]
+            token, image = records[at, 2], records[at, 3]
+            s = np.int64((np.uint64(key) * _MIX2) & np.uint64(mask))
+            while True:  # the context: new, or the same second hash as its first window
+                c = context_slots[s]
+                if c == _EMPTY:
+                    context_slots[s] = contexts
+                    context_key[contexts], context_check[contexts] = key, check
+                    context_first[contexts] = records[at, 4]
+                    contexts += 1
+                    break
+                if context_key[c] == key:
+                    if context_check[c] != check:
+                        collision = True
+                    break
+                s = (s + 1) & mask
+            s = np.int64(((np.uint64(key) ^ (np.uint64(token) * _MIX1)) * _MIX2) & np.uint64(mask))
+            while True:  # the (context, token) row: new, or counted once more
+                row = pair_slots[s]
+                if row == _EMPTY:
+                    pair_slots[s] = rows
+                    hist[rows, _KEY], hist[rows, _TOKEN], hist[rows, _COUNT] = key, token, 1
+                    hist[rows, _IMAGES], hist[rows, _MIN], hist[rows, _LAST] = 1, image, image
+                    rows += 1
+                    break
+                if hist[row, _KEY] == key and hist[row, _TOKEN] == token:
+                    hist[row, _COUNT] += 1
+                    if hist[row, _LAST] != image:
+                        hist[row, _IMAGES] += 1
+                        hist[row, _LAST] = image
+                        hist[row, _MIN] = min(hist[row, _MIN], image)
+                    break
+                s = (s + 1) & mask
+    return hist[:rows], context_key[:contexts], context_first[:contexts], collision
+
+
+@compiled
+def _contexts_in_window_order(
+    padded: np.ndarray, offsets: np.ndarray, r: int, keys: np.ndarray, first: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct contexts reordered by their first window: (M,) keys, (M, K) tokens and (M,)
+    first windows, the tokens read from the padded grids and written sequentially."""
+    height, width = padded.shape[1] - r, padded.shape[2] - 2 * r
+    per_image = height * width
+    context_of = np.full(len(padded) * per_image, _EMPTY, np.int64)
+    for m in range(len(first)):
+        context_of[first[m]] = m
+    ordered_keys = np.empty(len(first), np.int64)
+    ordered_first = np.empty(len(first), np.int64)
+    tokens = np.empty((len(first), len(offsets)), np.uint32)
+    m = 0
+    for w in range(len(context_of)):
+        if context_of[w] != _EMPTY:
+            ordered_keys[m], ordered_first[m] = keys[context_of[w]], w
+            i = w // per_image
+            q = w - i * per_image
+            y, x = q // width + r, q % width + r
+            for j in range(len(offsets)):
+                tokens[m, j] = padded[i, y + offsets[j, 0], x + offsets[j, 1]]
+            m += 1
+    return ordered_keys, tokens, ordered_first
+
+
+def count_chunk(
+    tokens: np.ndarray, image_ids: np.ndarray, gamma: int, pad: int, *, positional: bool = False
+) -> tuple[ChunkCounts, bool]:
+    """The histogram of every γ-window of the (N, H, W) token grids, and whether two different
+    contexts share a key. Keys are windows.context_keys's, with positions for positional
+    tables."""
+    _, h, w = tokens.shape
+    r, offsets = (gamma - 1) // 2, context_offsets(gamma)
+    padded = pad_grids(tokens.astype(token_dtype(pad), copy=False), gamma, pad)
+    keys, checks = _hash_windows(padded, offsets, r, positional)
+    bits = max(0, int(np.log2(max(len(keys), 1) / _PARTITION_WINDOWS)))
+    ids = np.ascontiguousarray(image_ids, np.int64)
+    records, starts = _partition(padded, ids, keys, checks, r, bits)
+    hist, context_keys, first, collision = _count(records, starts)
+    context_keys, context_tokens, first = _contexts_in_window_order(
+        padded, offsets, r, context_keys, first
+    )
+    counts = ChunkCounts(
+        *hist.T[:5], context_keys, context_tokens, first % (h * w) if positional else None
+    )
+    return counts, bool(collision)
