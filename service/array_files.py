@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +91,16 @@ def _map(path: Path) -> np.ndarray:
     return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
 
 
+ArrayOrMaker = np.ndarray | Callable[[], np.ndarray]
+
+
 def write_arrays(
-    folder: Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+    folder: Path, arrays: Mapping[str, ArrayOrMaker], meta: Mapping[str, Any]
 ) -> dict[str, np.ndarray]:
     """Write the arrays and a manifest of `meta` as `folder`, atomically, and map them back.
+
+    An array may be given as a function that makes it: it is made when its turn comes and
+    dropped once written, so large arrays are never all in memory at once.
 
     A folder already there is replaced (it was stale); when another process publishes the same
     folder meanwhile, its set is kept and ours dropped. OSError when the parent is not writable.
@@ -104,12 +110,14 @@ def write_arrays(
     tmp.mkdir()
     try:
         specs = {}
-        for name, array in arrays.items():
+        for name, value in arrays.items():
+            array = value() if callable(value) else value
             with open(tmp / f"{name}.npy", "wb") as f:
                 np.save(f, np.ascontiguousarray(array), allow_pickle=False)
                 f.flush()
                 os.fsync(f.fileno())  # the rename below must never publish unwritten pages
             specs[name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
+            del array  # before the next one is made
         manifest = {"format": FORMAT_VERSION, "meta": dict(meta), "arrays": specs}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         _publish(tmp, folder, meta)
@@ -119,7 +127,7 @@ def write_arrays(
         return read_arrays(folder, meta)
     except StaleArrays as why:  # another writer is replacing it right now: ours are as good
         log.info("using the arrays written for %s from memory: %s", folder, why)
-        return dict(arrays)
+        return {name: value() if callable(value) else value for name, value in arrays.items()}
 
 
 def _publish(tmp: Path, folder: Path, meta: Mapping[str, Any]) -> None:

@@ -113,14 +113,14 @@ def _partition(
     at = starts[:-1].copy()
     records = np.empty((len(keys), 5), np.int64)
     for w in range(len(keys)):
-        p = np.int64(np.uint64(keys[w]) >> shift) if bits else 0
+        part = np.int64(np.uint64(keys[w]) >> shift) if bits else 0
         i = w // per_image
         q = w - i * per_image
-        record = records[at[p]]
-        record[0], record[1] = keys[w], np.int64(checks[w])
-        record[2] = padded[i, q // width + r, q % width + r]
-        record[3], record[4] = image_ids[i], w
-        at[p] += 1
+        to = at[part]
+        records[to, 0], records[to, 1] = keys[w], np.int64(checks[w])
+        records[to, 2] = padded[i, q // width + r, q % width + r]
+        records[to, 3], records[to, 4] = image_ids[i], w
+        at[part] = to + 1
     return records, starts
 
 
@@ -238,7 +238,9 @@ def count_chunk(
     context_keys, context_tokens, first = _contexts_in_window_order(
         padded, offsets, r, context_keys, first
     )
-    counts = ChunkCounts(
-        *hist.T[:5], context_keys, context_tokens, first % (h * w) if positional else None
+    row_keys, row_tokens, counts, images, examples = hist.T[:5]
+    positions = first % (h * w) if positional else None
+    chunk = ChunkCounts(
+        row_keys, row_tokens, counts, images, examples, context_keys, context_tokens, positions
     )
-    return counts, bool(collision)
+    return chunk, bool(collision)

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from functools import cached_property, partial
 
 import duckdb
 import numpy as np
@@ -170,6 +171,20 @@ class NgramIndex:
     @cached_property
     def above_slots(self) -> np.ndarray:
         return self.built.above_slots if self.built else depth_first.hash_table(self.above_keys)
+
+    def search_aid_makers(self) -> dict[str, Callable[[], np.ndarray]]:
+        """SearchAids' arrays by field name, each as a function that builds it without keeping
+        it (or returns it, if the index came with them): a caller writing them to files holds
+        one at a time, where at 50 M keys each hash table is 2 GB."""
+        if self.built is not None:
+            aids = self.built
+            return {f.name: partial(getattr, aids, f.name) for f in fields(SearchAids)}
+        return {
+            "key_slots": partial(depth_first.hash_table, self.keys),
+            "above_slots": partial(depth_first.hash_table, self.above_keys),
+            "key_words": lambda: KeyFilter(self.keys).words,
+            "above_words": lambda: KeyFilter(self.above_keys).words,
+        }
 
     def search_aids(self) -> SearchAids:
         """The hash tables and filters, built now if they were not."""

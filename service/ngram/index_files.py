@@ -19,7 +19,13 @@ from pathlib import Path
 
 import duckdb
 
-from service.array_files import StaleArrays, read_arrays, remove_others, write_arrays
+from service.array_files import (
+    ArrayOrMaker,
+    StaleArrays,
+    read_arrays,
+    remove_others,
+    write_arrays,
+)
 from service.ngram.index import NgramIndex, SearchAids
 from service.ngram.store import TableInfo, list_tables
 
@@ -84,9 +90,8 @@ def _check_sizes(index: NgramIndex) -> None:
 def save_index(store: Path, index: NgramIndex, keep: Collection[int] = ()) -> NgramIndex:
     """Write the index's files (hash tables and filters built if they were not) and return it
     mapped from them; the folders of tables not in `keep` (nor this one) are removed."""
-    arrays = {name: getattr(index, name) for name in _TABLE_ARRAYS}
-    aids = index.search_aids()
-    arrays.update({f.name: getattr(aids, f.name) for f in fields(aids)})  # asdict would copy
+    arrays: dict[str, ArrayOrMaker] = {name: getattr(index, name) for name in _TABLE_ARRAYS}
+    arrays.update(index.search_aid_makers())  # made one at a time as they are written
     folder = index_folder(store, index.info.table_id)
     write_arrays(folder, arrays, _meta(index.info))
     live = {str(table_id) for table_id in (*keep, index.info.table_id)}
