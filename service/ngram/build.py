@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 BUILD_STAGES = ("windows", "histograms", "contexts", "replaced", "committed")
 StageHook = Callable[[str], None]
 
-# Windows counted at once: 4 M rows hold ~100 MB of keys, tokens and ids, K·2 bytes a row of
-# contexts (~200 MB at γ = 7) and ~300 MB of counting tables at most; the default run's 960,000
+# Windows counted at once: the counting holds ~56 bytes a window (hashes and partitioned
+# records, ~220 MB for 4 M) and its output at most as much again; the default run's 960,000
 # windows are one chunk.
 CHUNK_WINDOWS = 1 << 22
 COLLISION = "two different contexts share a 64-bit key: report this, it should not happen"
@@ -97,7 +97,7 @@ def merged_histograms(histograms: str) -> str:
 
 def build_input(grids: TokenGrids, gamma: int, positional: bool) -> BuildInput:
     """The histogram rows and distinct contexts of a chunk of whole images, counted where the
-    grids are (ngram/counting.py), with an exact check of the hash keys."""
+    grids are (ngram/counting.py); RunError when two contexts share a hash key."""
     counted, collision = count_chunk(
         grids.tokens, grids.image_ids, gamma, grids.pad, positional=positional
     )
