@@ -26,7 +26,13 @@ from service.files import file_sha256
 from service.latents.bits import pack_bits
 from service.latents.codec import decode_bits, encode_images
 from service.latents.latent_set import LatentSet
-from service.ngram.build import build_tables, images_per_chunk, limit_memory, parse_memory_limit
+from service.ngram.build import (
+    build_tables,
+    images_per_chunk,
+    index_memory_limit,
+    limit_memory,
+    parse_memory_limit,
+)
 from service.ngram.index import NgramIndex
 from service.ngram.index_files import write_run_indexes
 from service.ngram.modes import Mode, Sampler
@@ -170,6 +176,8 @@ def build_run_tables(
             else:
                 steps = tqdm(gammas, desc="build n-gram tables", unit="table", disable=not progress)
                 built = [_build_on_spark(paths, con, spark, g, positional) for g in steps]
+            # the index files hold a table's arrays here: DuckDB needs less meanwhile
+            limit_memory(con, index_memory_limit(settings.memory_limit), None)
             write_run_indexes(con, paths.store)
     except duckdb.Error as exc:  # out of memory or disk past the limit: the old tables stay
         raise RunError(f"the build failed in DuckDB: {first_line(exc)}") from None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidInputError, RunError
-from service.ngram.build import BUILD_STAGES, build_table, limit_memory
+from service.ngram.build import BUILD_STAGES, build_table, index_memory_limit, limit_memory
 from service.ngram.index import NgramIndex
 from service.ngram.store import TableInfo, get_table, list_tables, open_store
 from tests.helpers import brute_force_histograms, grids_from_tokens
@@ -98,7 +98,7 @@ BUILD_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import numpy as np
     from tests.helpers import grids_from_tokens
-    from service.ngram.build import BUILD_STAGES, build_table, limit_memory
+    from service.ngram.build import BUILD_STAGES, build_table, index_memory_limit, limit_memory
     from service.ngram.store import open_store
 
     def stop_at(stage):
@@ -222,6 +222,14 @@ def test_memory_limit_is_set_or_refused(tmp_path: Path) -> None:
         limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
         spill = con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
     assert limit in ("64.0 MiB", "67.1 MB") and spill == str(tmp_path / "spill")
+
+
+def test_index_files_are_written_under_the_smaller_of_1gb_and_the_build_limit() -> None:
+    assert index_memory_limit(None) == index_memory_limit("4GB") == "1GB"
+    assert index_memory_limit("80%") == index_memory_limit("2 GiB") == "1GB"
+    assert index_memory_limit("512MiB") == "512MiB" and index_memory_limit(" 0.5 GB") == "0.5 GB"
+    with pytest.raises(InvalidInputError, match="memory limit"):
+        index_memory_limit("lots")
 
 
 def test_a_build_under_a_small_memory_limit_spills_and_counts_the_same(tmp_path: Path) -> None:
