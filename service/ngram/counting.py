@@ -10,8 +10,8 @@ A window costs two passes and no table lookups out of cache:
    distinct contexts, and per (context, token) the windows, the distinct images and the smallest
    image id. A partition's new rows and contexts are numbered consecutively, so they stay in
    cache too.
-Table lookups over a whole chunk (millions of windows) would each miss the cache several times:
-this was 3-4× slower.
+Table lookups over a whole chunk (millions of windows) miss the cache several times each: that
+was about 2× slower (a 4 M-window chunk at γ = 3: 1.85 s against 0.8 s).
 
 The check of the 64-bit keys: every window with a known key must have the same second hash as
 that key's first window. Two different contexts pass only if both 64-bit hashes collide, about
