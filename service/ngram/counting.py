@@ -27,12 +27,12 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 from numba import njit
 
+from service.ngram.depth_first import NO_POSITION, splitmix64
 from service.ngram.windows import _GOLDEN, _MIX1, _MIX2, context_offsets, pad_grids, token_dtype
 
 compiled = cast(Any, njit)(cache=True, nogil=True)
 
 _EMPTY = -1
-_NO_POSITION = np.uint64(0xFFFFFFFFFFFFFFFF)  # windows._NO_POSITION (−1) as the finalizer sees it
 _CHECK_SEED = np.uint64(0xD1B54A32D192ED03)  # the second hash starts elsewhere and mixes apart
 _CHECK_MIX = np.uint64(0xAEF17502108EF2D9)
 _PARTITION_WINDOWS = 1 << 13  # windows per partition, on average: its tables fit in L2
@@ -51,15 +51,6 @@ class ChunkCounts(NamedTuple):
     context_keys: np.ndarray  # (M,) int64
     context_tokens: np.ndarray  # (M, K) uint32
     context_positions: np.ndarray | None  # (M,) int64 position of its first window, if positional
-
-
-@compiled
-def _splitmix64(x: np.uint64) -> np.uint64:
-    x = x ^ (x >> np.uint64(30))
-    x = x * _MIX1
-    x = x ^ (x >> np.uint64(27))
-    x = x * _MIX2
-    return x ^ (x >> np.uint64(31))
 
 
 @compiled
@@ -84,8 +75,8 @@ def _hash_windows(
                     c = (c ^ v) * _CHECK_MIX
                     c = c ^ (c >> np.uint64(31))
                 p = np.uint64((y - r) * width + (x - r))
-                keys[w] = np.int64(_splitmix64(h ^ (p if positional else _NO_POSITION)))
-                checks[w] = _splitmix64(c)
+                keys[w] = np.int64(splitmix64(h ^ (p if positional else NO_POSITION)))
+                checks[w] = splitmix64(c)
                 w += 1
     return keys, checks
 
