@@ -143,22 +143,7 @@ def build_run_tables(
     touched, so a bad setting leaves the tables served as they were.
     """
     settings = settings or BuildSettings.from_env()
-    for gamma in gammas or ():
-        check_gamma(gamma)
-    if settings.memory_limit is not None:
-        parse_memory_limit(settings.memory_limit)
-    latents = paths.require(paths.latents, "encode")
-    header = read_latents_header(latents)
-    _, height, width = header.shape
-    gammas = gammas or default_gammas(height, width)
-    for gamma in gammas:
-        check_gamma_fits(gamma, height, width)
-    blae = paths.require(paths.blae_weights, "train-ae")
-    if header.model_sha256 != file_sha256(blae):
-        raise RunError(
-            f"{paths.latents} was encoded by another BL-AE than {blae} (retrained since?): "
-            f"run `{paths.remedy('encode')}` first"
-        )
+    gammas = _checked_build(paths, gammas, settings)
     scratch = paths.root / BUILD_SCRATCH
     try:
         with contextlib.ExitStack() as stack:
@@ -187,6 +172,30 @@ def build_run_tables(
                for t in built}  # fmt: skip
     update_run_json(paths, "tables", figures)
     return built
+
+
+def _checked_build(
+    paths: RunPaths, gammas: Sequence[int] | None, settings: BuildSettings
+) -> Sequence[int]:
+    """The γ to build (the grid's defaults without `gammas`), once the γ, the memory limit, the
+    latents and the BL-AE that encoded them are checked."""
+    for gamma in gammas or ():
+        check_gamma(gamma)
+    if settings.memory_limit is not None:
+        parse_memory_limit(settings.memory_limit)
+    latents = paths.require(paths.latents, "encode")
+    header = read_latents_header(latents)
+    _, height, width = header.shape
+    gammas = gammas or default_gammas(height, width)
+    for gamma in gammas:
+        check_gamma_fits(gamma, height, width)
+    blae = paths.require(paths.blae_weights, "train-ae")
+    if header.model_sha256 != file_sha256(blae):
+        raise RunError(
+            f"{paths.latents} was encoded by another BL-AE than {blae} (retrained since?): "
+            f"run `{paths.remedy('encode')}` first"
+        )
+    return gammas
 
 
 def _build_on_duckdb(
