@@ -2,9 +2,10 @@
 context → token → (count, distinct images, smallest image id).
 
 The windows are counted a chunk of whole images at a time, compiled and straight from the token
-grids (ngram/counting.py), and each chunk's histogram is appended to a temporary DuckDB table;
-one DuckDB GROUP BY merges them. So the build's own memory does not grow with the corpus:
-DuckDB holds the chunks' histograms within its memory limit and spills past it (limit_memory).
+grids (ngram/counting.py), the chunks of every γ counted on every core at once. Each chunk's
+counts are spilled to DuckDB's temp directory and merged from there a group of key buckets at a
+time (ngram/merge.py), streamed into the store as they are merged. So the build's own memory
+does not grow with the corpus, and DuckDB only inserts, within its memory limit (limit_memory).
 Another engine's histogram files (the Spark build, run/spark_build.py) are written into the
 store by the same commit_table.
 
@@ -17,18 +18,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
 from service.errors import InvalidInputError, RunError, first_line
-from service.ngram.counting import count_chunk
+from service.ngram.counting import ChunkCounts, count_chunk
+from service.ngram.merge import CONTEXT_SCHEMA, HISTOGRAM_SCHEMA, SpilledCounts, ahead
 from service.ngram.store import TableInfo, get_table, table_name
 from service.ngram.tokens import TokenGrids
 from service.ngram.windows import check_gamma
@@ -40,8 +45,8 @@ BUILD_STAGES = ("windows", "histograms", "contexts", "replaced", "committed")
 StageHook = Callable[[str], None]
 
 # Windows counted at once: the counting holds ~56 bytes a window (hashes and partitioned
-# records, ~220 MB for 4 M) and its output at most as much again; the default run's 960,000
-# windows are one chunk.
+# records, ~220 MB for 4 M) and its output at most as much again, for each γ of the two chunks
+# in flight; the default run's 960,000 windows are one chunk.
 CHUNK_WINDOWS = 1 << 22
 COLLISION = "two different contexts share a 64-bit key: report this, it should not happen"
 # What DuckDB's memory_limit takes: a number and a unit (B, KB, MiB, GB, …) or a percentage.
@@ -51,14 +56,6 @@ _UNIT_BYTES = {
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }  # fmt: skip
 INDEX_MEMORY_LIMIT = "1GB"
-
-
-@dataclass(frozen=True)
-class BuildInput:
-    """What the build writes from: a chunk's histogram rows and its distinct contexts."""
-
-    histograms: pa.Table  # context_key, token, count, images, example_image
-    contexts: pa.Table  # context_key, position, context (its tokens, a list of uint32)
 
 
 @dataclass(frozen=True)
@@ -90,17 +87,7 @@ class TableSource:
     images: int
 
 
-def merged_histograms(histograms: str) -> str:
-    """The build's one GROUP BY, over a relation of chunks' histogram rows: a chunk holds whole
-    images, so no image is counted in two chunks, and the histogram of eq. 9 with its provenance
-    is the sum of the chunks' counts and distinct images and the smallest of their example ids."""
-    return (
-        "SELECT context_key, token, sum(count)::BIGINT AS count, sum(images)::BIGINT AS images,"
-        f" min(example_image) AS example_image FROM {histograms} GROUP BY context_key, token"
-    )
-
-
-def build_input(grids: TokenGrids, gamma: int, positional: bool) -> BuildInput:
+def counted_chunk(grids: TokenGrids, gamma: int, positional: bool) -> ChunkCounts:
     """The histogram rows and distinct contexts of a chunk of whole images, counted where the
     grids are (ngram/counting.py); RunError when two contexts share a hash key."""
     counted, collision = count_chunk(
@@ -108,36 +95,7 @@ def build_input(grids: TokenGrids, gamma: int, positional: bool) -> BuildInput:
     )
     if collision:
         raise RunError(COLLISION)
-    histograms = pa.table(
-        {
-            "context_key": counted.keys,
-            "token": counted.tokens.astype(np.int32),
-            "count": counted.counts,
-            "images": counted.images,
-            "example_image": counted.example_images,
-        }
-    )
-    positions = counted.context_positions
-    contexts = pa.table(
-        {
-            "context_key": counted.context_keys,
-            "position": (
-                pa.nulls(len(counted.context_keys), pa.int32())
-                if positions is None
-                else pa.array(positions, pa.int32())
-            ),
-            "context": token_lists(counted.context_tokens),
-        }
-    )
-    return BuildInput(histograms, contexts)
-
-
-def token_lists(tokens: np.ndarray) -> pa.LargeListArray:
-    """(M, K) tokens as M lists of K uint32, sharing one values buffer (no copy per list)."""
-    m, k = tokens.shape
-    offsets = np.arange(0, (m + 1) * k, k, dtype=np.int64)
-    values = np.ascontiguousarray(tokens, np.uint32).reshape(-1)
-    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
+    return counted
 
 
 def images_per_chunk(height: int, width: int, windows: int = CHUNK_WINDOWS) -> int:
@@ -245,87 +203,130 @@ def build_tables(
     (each in its own transaction, replacing the previous table of its name).
 
     `grids` is one set of grids or batches of whole images (iter_train_grids streams them from
-    latents.parquet). The windows of about `chunk_windows` rows are counted at a time, and the
-    chunk's histogram for each γ appended to a temporary DuckDB table, so only DuckDB holds
-    them all, within its memory limit (limit_memory), spilling to its temp directory past it.
-    One GROUP BY per γ merges the chunks' histograms; the histogram of a single chunk is the
-    table's as it is.
+    latents.parquet). The windows of about `chunk_windows` rows are counted at a time, every γ
+    of two chunks at once on a thread each, and the chunks' counts spilled to DuckDB's temp
+    directory (ngram/merge.py). Each table's rows and contexts are then merged from there and
+    streamed into the store; a single chunk's counts are the table's as they are.
     """
     for gamma in gammas:
         check_gamma(gamma)
     stage = on_stage or (lambda _: None)
     started = time.perf_counter()
-    if isinstance(grids, TokenGrids):
-        _, h, w = grids.tokens.shape
-        grids = in_chunks(grids, images_per_chunk(h, w, chunk_windows))
-    temporary = {gamma: (f"lg_histograms_{gamma}", f"lg_contexts_{gamma}") for gamma in gammas}
-    try:
-        shape, windows, images, chunks = _load_chunks(
-            con, grids, temporary, positional, chunk_windows
-        )
+    with _spill_folder(con) as folder:
+        spills = {gamma: SpilledCounts(folder / f"g{gamma}") for gamma in gammas}
+        shape, windows, images = _count_chunks(grids, spills, positional, chunk_windows)
         stage("windows")
         load_share = (time.perf_counter() - started) / len(gammas)  # of each table's seconds
         built = []
-        for gamma, (histograms, contexts) in temporary.items():
-            started = time.perf_counter() - load_share
+        for gamma, spill in spills.items():
             built.append(
-                commit_table(
+                _commit_spilled(
                     con,
+                    spill,
                     TableSource(shape, windows, images),
-                    f"SELECT * FROM {histograms}" if chunks == 1 else merged_histograms(histograms),
-                    contexts,
                     gamma=gamma,
                     positional=positional,
                     run=run,
-                    distinct_contexts=chunks == 1,
                     stage=stage,
-                    started=started,
+                    started=time.perf_counter() - load_share,
                 )
             )
+            spill.remove()
         return built
+
+
+@contextlib.contextmanager
+def _spill_folder(con: duckdb.DuckDBPyConnection) -> Iterator[Path]:
+    """A new folder in DuckDB's temp directory (limit_memory's), removed afterwards with the
+    temp directory itself if this made it."""
+    setting = con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
+    parent = Path(setting) if setting else Path(tempfile.gettempdir())
+    made = not parent.exists()
+    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="merge-", dir=parent) as folder:
+            yield Path(folder)
     finally:
-        for table in (name for names in temporary.values() for name in names):
-            with contextlib.suppress(duckdb.Error):
-                con.unregister(table)
-            con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        if made:
+            with contextlib.suppress(OSError):  # DuckDB may have spilled there meanwhile
+                parent.rmdir()
 
 
-def _load_chunks(
-    con: duckdb.DuckDBPyConnection,
-    grids: Iterable[TokenGrids],
-    temporary: dict[int, tuple[str, str]],
+def _count_chunks(
+    grids: TokenGrids | Iterable[TokenGrids],
+    spills: dict[int, SpilledCounts],
     positional: bool,
     chunk_windows: int,
-) -> tuple[TableShape, int, int, int]:
-    """Every chunk's histogram and contexts for each γ into that γ's two `temporary` tables, or
-    the Arrow tables of a single chunk registered under those names (no copy). Returns the
-    grids' shape and the windows (per γ), images and chunks seen."""
+) -> tuple[TableShape, int, int]:
+    """Count every chunk of the grids for each γ into that γ's spill, on a thread per core
+    (the counting is compiled and releases the GIL), two chunks in flight. Returns the grids'
+    shape and the windows (per γ) and images counted."""
     shape: TableShape | None = None
-    windows = images = chunks = 0
-    first: dict[int, BuildInput] = {}  # held until a second chunk shows up: one needs no copy
-    for part in grids:
-        if not len(part):
-            continue
-        shape = shape or TableShape.of(part)
-        shape.check(part)
-        for chunk in in_chunks(part, images_per_chunk(shape.height, shape.width, chunk_windows)):
-            windows += chunk.tokens.size
-            images, chunks = images + len(chunk), chunks + 1
-            for gamma, names in temporary.items():
-                built = build_input(chunk, gamma, positional)
-                if chunks == 1:
-                    first[gamma] = built
-                    continue
-                if gamma in first:
-                    _append(con, first.pop(gamma), names, create=True)
-                _append(con, built, names, create=False)
+    windows = images = 0
+    in_flight: deque[list[Future[ChunkCounts]]] = deque()
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+
+        def collect(keep: int) -> None:
+            while len(in_flight) > keep:
+                for spill, counted in zip(spills.values(), in_flight.popleft(), strict=True):
+                    spill.add(counted.result())
+
+        for part in [grids] if isinstance(grids, TokenGrids) else ahead(grids):
+            if not len(part):
+                continue
+            shape = shape or TableShape.of(part)
+            shape.check(part)
+            per_chunk = images_per_chunk(shape.height, shape.width, chunk_windows)
+            for chunk in in_chunks(part, per_chunk):
+                windows, images = windows + chunk.tokens.size, images + len(chunk)
+                in_flight.append([pool.submit(counted_chunk, chunk, g, positional) for g in spills])
+                collect(keep=1)
+        collect(keep=0)
     if shape is None:
         raise InvalidInputError("latents have no training split to build from")
-    for gamma, built in first.items():
-        histograms, contexts = temporary[gamma]
-        con.register(histograms, built.histograms)
-        con.register(contexts, built.contexts)
-    return shape, windows, images, chunks
+    return shape, windows, images
+
+
+def _commit_spilled(
+    con: duckdb.DuckDBPyConnection,
+    spill: SpilledCounts,
+    source: TableSource,
+    *,
+    gamma: int,
+    positional: bool,
+    run: str,
+    stage: StageHook,
+    started: float,
+) -> TableInfo:
+    """commit_table from a spill's merged rows and contexts, streamed into the store; RunError
+    if the merge found two contexts sharing a key."""
+
+    def contexts_checked() -> None:
+        if spill.collided:
+            raise RunError(COLLISION)
+
+    readers = {
+        "lg_merged_histograms": (HISTOGRAM_SCHEMA, spill.histogram_batches()),
+        "lg_merged_contexts": (CONTEXT_SCHEMA, spill.context_batches()),
+    }
+    for name, (schema, batches) in readers.items():
+        con.register(name, pa.RecordBatchReader.from_batches(schema, batches))
+    try:
+        return commit_table(
+            con,
+            source,
+            "SELECT * FROM lg_merged_histograms",
+            "lg_merged_contexts",
+            gamma=gamma,
+            positional=positional,
+            run=run,
+            contexts_checked=contexts_checked,
+            stage=stage,
+            started=started,
+        )
+    finally:
+        for name in readers:
+            con.unregister(name)
 
 
 def import_table(
@@ -357,27 +358,10 @@ def import_table(
         gamma=gamma,
         positional=positional,
         run=run,
-        distinct_contexts=False,
+        contexts_checked=None,
         stage=stage,
         started=time.perf_counter() if started is None else started,
     )
-
-
-def _append(
-    con: duckdb.DuckDBPyConnection, built: BuildInput, names: tuple[str, str], *, create: bool
-) -> None:
-    """Append a chunk's histogram and contexts to the two temporary tables `names` (made by the
-    first chunk). DuckDB keeps temporary tables in memory up to its memory limit and spills them
-    past it."""
-    for table, rows in zip(names, (built.histograms, built.contexts), strict=True):
-        con.register("lg_chunk", rows)
-        try:
-            if create:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM lg_chunk")
-            else:
-                con.execute(f"INSERT INTO temp.{table} SELECT * FROM lg_chunk")
-        finally:
-            con.unregister("lg_chunk")
 
 
 def commit_table(
@@ -389,7 +373,7 @@ def commit_table(
     gamma: int,
     positional: bool,
     run: str,
-    distinct_contexts: bool,
+    contexts_checked: Callable[[], None] | None,
     stage: StageHook,
     started: float,
 ) -> TableInfo:
@@ -397,9 +381,9 @@ def commit_table(
     example_image) and a relation of its contexts (context_key, position, context), under a
     staging id, and make it the served table of its name in the same transaction.
 
-    Contexts that are not known to be distinct (several chunks, or another engine's files) are
-    made distinct here, and a key that comes with two contexts is a RunError: the exact check
-    of the 64-bit keys across chunks.
+    With `contexts_checked` the contexts are distinct, and it raises RunError if their keys
+    were found to collide once read; without it (another engine's files) they are made
+    distinct here, and a key that comes with two contexts is a RunError.
     """
     try:
         con.execute("BEGIN TRANSACTION")
@@ -410,7 +394,7 @@ def commit_table(
             [table_id],
         ).fetchall()[0][0]
         stage("histograms")
-        n_contexts = _insert_contexts(con, table_id, contexts, distinct_contexts)
+        n_contexts = _insert_contexts(con, table_id, contexts, contexts_checked)
         stage("contexts")
         _replace_previous(con, table_name(gamma, positional), table_id)
         stage("replaced")
@@ -435,22 +419,27 @@ def commit_table(
 
 
 def _insert_contexts(
-    con: duckdb.DuckDBPyConnection, table_id: int, contexts: str, distinct: bool
+    con: duckdb.DuckDBPyConnection,
+    table_id: int,
+    contexts: str,
+    checked: Callable[[], None] | None,
 ) -> int:
-    """Insert the table's contexts, made distinct unless known to be; returns how many. A key
-    that comes with two contexts is a RunError: the exact check of the keys across chunks."""
+    """Insert the table's contexts, made distinct unless `checked` (see commit_table); returns
+    how many."""
     n_contexts: int = con.execute(
         "INSERT INTO ngram_contexts (table_id, context_key, position, context)"
-        f" SELECT {'' if distinct else 'DISTINCT'} ?, context_key, position, context"
+        f" SELECT {'' if checked else 'DISTINCT'} ?, context_key, position, context"
         f" FROM {contexts}",
         [table_id],
     ).fetchall()[0][0]
-    if not distinct:
-        keys = con.execute(
-            "SELECT count(DISTINCT context_key) FROM ngrams WHERE table_id = ?", [table_id]
-        ).fetchall()[0][0]
-        if n_contexts != keys:
-            raise RunError(COLLISION if n_contexts > keys else "histograms and contexts differ")
+    if checked is not None:
+        checked()
+        return n_contexts
+    keys = con.execute(
+        "SELECT count(DISTINCT context_key) FROM ngrams WHERE table_id = ?", [table_id]
+    ).fetchall()[0][0]
+    if n_contexts != keys:
+        raise RunError(COLLISION if n_contexts > keys else "histograms and contexts differ")
     return n_contexts
 
 

@@ -9,15 +9,16 @@ A window costs two passes and no table lookups out of cache:
 2. Each partition is counted on its own, in hash tables small enough for the core's cache: the
    distinct contexts, and per (context, token) the windows, the distinct images and the smallest
    image id. A partition's new rows and contexts are numbered consecutively, so they stay in
-   cache too.
+   cache too. The rows and contexts come out in partition order, so grouped by the top
+   KEY_BUCKET_BITS bits of their keys: how the merge of many chunks (ngram/merge.py) splits them.
 Table lookups over a whole chunk (millions of windows) miss the cache several times each: that
 was about 2× slower (a 4 M-window chunk at γ = 3: 1.85 s against 0.8 s).
 
 The check of the 64-bit keys: every window with a known key must have the same second hash as
 that key's first window. Two different contexts pass only if both 64-bit hashes collide, about
 2^-128 per pair. Chunks hold whole images, so the histograms of different chunks merge by
-summing counts and images and taking the smallest id (build.merged_histograms, and the Spark
-build).
+summing counts and images and taking the smallest id (ngram/merge.py, and the Spark build); the
+merge checks the keys across chunks by the same second hashes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 from numba import njit
 
-from service.ngram.depth_first import NO_POSITION, splitmix64
+from service.ngram.depth_first import NO_POSITION, splitmix64, table_size
 from service.ngram.windows import _GOLDEN, _MIX1, _MIX2, context_offsets, pad_grids, token_dtype
 
 compiled = cast(Any, njit)(cache=True, nogil=True)
@@ -36,21 +37,40 @@ _EMPTY = -1
 _CHECK_SEED = np.uint64(0xD1B54A32D192ED03)  # the second hash starts elsewhere and mixes apart
 _CHECK_MIX = np.uint64(0xAEF17502108EF2D9)
 _PARTITION_WINDOWS = 1 << 13  # windows per partition, on average: its tables fit in L2
+KEY_BUCKET_BITS = 10  # a chunk's output is grouped by at least this many top bits of its keys
 # Columns of a histogram row.
 _KEY, _TOKEN, _COUNT, _IMAGES, _MIN, _LAST = range(6)
 
 
 class ChunkCounts(NamedTuple):
-    """A chunk's histogram rows and distinct contexts."""
+    """A chunk's histogram rows and distinct contexts, each grouped by the top KEY_BUCKET_BITS
+    bits of their keys."""
 
-    keys: np.ndarray  # (R,) int64 context key of each row
-    tokens: np.ndarray  # (R,) int64 next token
-    counts: np.ndarray  # (R,) int64 windows
-    images: np.ndarray  # (R,) int64 distinct images
-    example_images: np.ndarray  # (R,) int64 smallest image id
+    rows: np.ndarray  # (R, 5) int64: context key, next token, windows, images, smallest image id
     context_keys: np.ndarray  # (M,) int64
-    context_tokens: np.ndarray  # (M, K) uint32
+    context_checks: np.ndarray  # (M,) int64 second hash of its tokens
+    context_tokens: np.ndarray  # (M, K) uint16 or uint32 (windows.token_dtype)
     context_positions: np.ndarray | None  # (M,) int64 position of its first window, if positional
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self.rows[:, 0]
+
+    @property
+    def tokens(self) -> np.ndarray:
+        return self.rows[:, 1]
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self.rows[:, 2]
+
+    @property
+    def images(self) -> np.ndarray:
+        return self.rows[:, 3]
+
+    @property
+    def example_images(self) -> np.ndarray:
+        return self.rows[:, 4]
 
 
 @compiled
@@ -98,13 +118,13 @@ def _partition(
     shift = np.uint64(64 - bits)
     starts = np.zeros((1 << bits) + 1, np.int64)
     for w in range(len(keys)):
-        starts[(np.uint64(keys[w]) >> shift) + 1 if bits else 1] += 1
+        starts[(np.uint64(keys[w]) >> shift) + 1] += 1
     for p in range(1 << bits):
         starts[p + 1] += starts[p]
     at = starts[:-1].copy()
     records = np.empty((len(keys), 5), np.int64)
     for w in range(len(keys)):
-        part = np.int64(np.uint64(keys[w]) >> shift) if bits else 0
+        part = np.int64(np.uint64(keys[w]) >> shift)
         i = w // per_image
         q = w - i * per_image
         to = at[part]
@@ -116,19 +136,11 @@ def _partition(
 
 
 @compiled
-def _table_size(n: int) -> int:
-    size = 16
-    while size < 2 * n:
-        size *= 2
-    return size
-
-
-@compiled
 def _count(
     records: np.ndarray, starts: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """(R, 6) histogram rows (_KEY … _LAST), (M,) context keys and (M,) first windows of the
-    distinct contexts, and whether a key came with two contexts; one partition at a time."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    """(R, 6) histogram rows (_KEY … _LAST), the (M,) keys, second hashes and first windows of
+    the distinct contexts, and whether a key came with two contexts; one partition at a time."""
     windows = len(records)
     hist = np.empty((windows, 6), np.int64)
     context_key = np.empty(windows, np.int64)
@@ -137,15 +149,15 @@ def _count(
     largest = 0
     for p in range(len(starts) - 1):
         largest = max(largest, starts[p + 1] - starts[p])
-    context_slots = np.empty(_table_size(largest), np.int64)  # → context
-    pair_slots = np.empty(_table_size(largest), np.int64)  # → row
+    context_slots = np.empty(table_size(largest), np.int64)  # → context
+    pair_slots = np.empty(table_size(largest), np.int64)  # → row
     rows = contexts = 0
     collision = False
     for p in range(len(starts) - 1):
         n = starts[p + 1] - starts[p]
         if n == 0:
             continue
-        mask = _table_size(n) - 1
+        mask = table_size(n) - 1
         context_slots[: mask + 1] = _EMPTY
         pair_slots[: mask + 1] = _EMPTY
         for at in range(starts[p], starts[p + 1]):
@@ -182,34 +194,26 @@ def _count(
                         hist[row, _MIN] = min(hist[row, _MIN], image)
                     break
                 s = (s + 1) & mask
-    return hist[:rows], context_key[:contexts], context_first[:contexts], collision
+    m = contexts
+    return hist[:rows], context_key[:m], context_check[:m], context_first[:m], collision
 
 
 @compiled
-def _contexts_in_window_order(
-    padded: np.ndarray, offsets: np.ndarray, r: int, keys: np.ndarray, first: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The distinct contexts reordered by their first window: (M,) keys, (M, K) tokens and (M,)
-    first windows, the tokens read from the padded grids and written sequentially."""
+def _context_tokens(
+    padded: np.ndarray, offsets: np.ndarray, r: int, first: np.ndarray
+) -> np.ndarray:
+    """(M, K) tokens of the contexts whose first windows are `first`, read from the padded
+    grids."""
     height, width = padded.shape[1] - r, padded.shape[2] - 2 * r
     per_image = height * width
-    context_of = np.full(len(padded) * per_image, _EMPTY, np.int64)
+    tokens = np.empty((len(first), len(offsets)), padded.dtype)
     for m in range(len(first)):
-        context_of[first[m]] = m
-    ordered_keys = np.empty(len(first), np.int64)
-    ordered_first = np.empty(len(first), np.int64)
-    tokens = np.empty((len(first), len(offsets)), np.uint32)
-    m = 0
-    for w in range(len(context_of)):
-        if context_of[w] != _EMPTY:
-            ordered_keys[m], ordered_first[m] = keys[context_of[w]], w
-            i = w // per_image
-            q = w - i * per_image
-            y, x = q // width + r, q % width + r
-            for j in range(len(offsets)):
-                tokens[m, j] = padded[i, y + offsets[j, 0], x + offsets[j, 1]]
-            m += 1
-    return ordered_keys, tokens, ordered_first
+        i = first[m] // per_image
+        q = first[m] - i * per_image
+        y, x = q // width + r, q % width + r
+        for j in range(len(offsets)):
+            tokens[m, j] = padded[i, y + offsets[j, 0], x + offsets[j, 1]]
+    return tokens
 
 
 def count_chunk(
@@ -222,16 +226,15 @@ def count_chunk(
     r, offsets = (gamma - 1) // 2, context_offsets(gamma)
     padded = pad_grids(tokens.astype(token_dtype(pad), copy=False), gamma, pad)
     keys, checks = _hash_windows(padded, offsets, r, positional)
-    bits = max(0, int(np.log2(max(len(keys), 1) / _PARTITION_WINDOWS)))
+    bits = max(KEY_BUCKET_BITS, int(np.log2(max(len(keys), 1) / _PARTITION_WINDOWS)))
     ids = np.ascontiguousarray(image_ids, np.int64)
     records, starts = _partition(padded, ids, keys, checks, r, bits)
-    hist, context_keys, first, collision = _count(records, starts)
-    context_keys, context_tokens, first = _contexts_in_window_order(
-        padded, offsets, r, context_keys, first
-    )
-    row_keys, row_tokens, counts, images, examples = hist.T[:5]
-    positions = first % (h * w) if positional else None
+    hist, context_keys, context_checks, first, collision = _count(records, starts)
     chunk = ChunkCounts(
-        row_keys, row_tokens, counts, images, examples, context_keys, context_tokens, positions
+        np.ascontiguousarray(hist[:, :_LAST]),
+        context_keys,
+        context_checks,
+        _context_tokens(padded, offsets, r, first),
+        first % (h * w) if positional else None,
     )
     return chunk, bool(collision)

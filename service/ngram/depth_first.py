@@ -133,15 +133,39 @@ def window_key(grid, geo, q, slots, var_slot, token, positional):
 
 
 @njit(cache=True, nogil=True)
+def prefix_keys(tokens, width, size, positions):
+    """windows.context_keys of the first `size` tokens of each context, from its (M·width,)
+    tokens laid out context after context (a column of lists' values), and (M,) positions or
+    an empty array for a table without them."""
+    keys = np.empty(len(tokens) // width, np.int64)
+    for m in range(len(keys)):
+        h = _GOLDEN
+        for j in range(m * width, m * width + size):
+            h = (h ^ np.uint64(tokens[j])) * _MIX1
+            h = h ^ (h >> np.uint64(29))
+        position = np.uint64(positions[m]) if len(positions) else NO_POSITION
+        keys[m] = np.int64(splitmix64(h ^ position))
+    return keys
+
+
+@njit(cache=True, nogil=True)
+def table_size(n):
+    """Slots of an open-addressing table for n entries: the power of two at least 2n, so that a
+    probe runs one or two slots on average."""
+    size = 2
+    while size < 2 * n:
+        size *= 2
+    return size
+
+
+@njit(cache=True, nogil=True)
 def hash_table(keys):
     """Open addressing over distinct int64 keys: (S, 2) rows of (key, its index in `keys`), −1
     as the index of an empty slot, S a power of two at least twice len(keys). Keys are
     splitmix64 outputs, so their low bits are uniform and serve as the slot. A lookup reads one
     or two adjacent slots where a binary search over a million keys reads twenty scattered
     ones: at γ = 3 this made the whole search ~2× faster."""
-    size = 2
-    while size < 2 * len(keys):
-        size *= 2
+    size = table_size(len(keys))
     slots = np.full((size, 2), -1, np.int64)
     mask = np.uint64(size - 1)
     for i in range(len(keys)):

@@ -26,9 +26,11 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
 def read_above_keys(con: duckdb.DuckDBPyConnection, info: TableInfo) -> np.ndarray:
     """The sorted distinct keys of the above parts of a table's contexts, read a batch of
     contexts at a time: only the keys are held, never every context's tokens."""
+    width, size = context_size(info.gamma), above_size(info.gamma)
+    no_positions = np.zeros(0, np.int64)
     parts = [
-        context_keys(tokens[:, : above_size(info.gamma)], positions)
-        for tokens, positions in iter_context_tokens(con, info)
+        depth_first.prefix_keys(tokens, width, size, no_positions if at is None else at)
+        for tokens, at in iter_context_tokens(con, info)
     ]
     return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
@@ -141,15 +143,18 @@ class NgramIndex:
         """Read a ready table through Arrow into arrays; no Python loop over rows."""
         info = get_table(con, gamma, positional)
         table = read_table(con, info)
-        row_keys = table.column("context_key").to_numpy()
-        starts = group_offsets(row_keys)
+        columns = {}
+        for name in ("context_key", "token", "count", "example_image"):  # each Arrow column
+            columns[name] = np.asarray(table.column(name).to_numpy(), np.int64)  # freed once
+            table = table.drop_columns(name)  # it is copied: at 50 M rows each is 0.4 GB
+        starts = group_offsets(columns["context_key"])
         return cls(
             info=info,
-            keys=row_keys[starts[:-1]],
+            keys=columns.pop("context_key")[starts[:-1]],
             starts=starts,
-            tokens=table.column("token").to_numpy().astype(np.int64),
-            counts=table.column("count").to_numpy().astype(np.int64),
-            examples=table.column("example_image").to_numpy().astype(np.int64),
+            tokens=columns["token"],
+            counts=columns["count"],
+            examples=columns["example_image"],
             above_keys=read_above_keys(con, info),
         )
 

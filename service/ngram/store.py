@@ -159,29 +159,42 @@ def read_context_tokens(
 def iter_context_tokens(
     con: duckdb.DuckDBPyConnection, info: TableInfo, batch_rows: int = 1 << 20
 ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-    """read_context_tokens in batches of about `batch_rows` contexts and in no set order, so that
-    no more than a batch is held at once (a table of a large corpus holds tens of millions)."""
+    """A table's contexts in batches of about `batch_rows` and in no set order, so that no more
+    than a batch is held at once (a table of a large corpus holds tens of millions): each batch's
+    (M·K,) tokens context after context, as stored (uint32, not copied), and its (M,)
+    positions for a positional table."""
+    k = context_size(info.gamma)
     reader = con.sql(
         "SELECT position, context FROM ngram_contexts WHERE table_id = $id",
         params={"id": info.table_id},
     ).to_arrow_reader(batch_rows)
     for batch in reader:
         if batch.num_rows:
-            yield _tokens_and_positions(batch, info)
+            yield _token_values(batch.column("context"), k, info), _positions(batch, info)
 
 
 def _tokens_and_positions(
-    contexts: pa.Table | pa.RecordBatch, info: TableInfo
+    contexts: pa.Table, info: TableInfo
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The (M, K) tokens of rows of ngram_contexts as int64 (lists of K tokens share one values
-    buffer: no per-row work), and their positions for a positional table."""
+    """The (M, K) tokens of rows of ngram_contexts as int64, and their positions for a
+    positional table."""
+    column = contexts.column("context").combine_chunks()
     k = context_size(info.gamma)
-    column = contexts.column("context")
-    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    tokens = lists.flatten().to_numpy()  # the values of the lists in view, nulls refused
+    return _token_values(column, k, info).reshape(-1, k).astype(np.int64), _positions(
+        contexts, info
+    )
+
+
+def _token_values(lists: pa.Array, k: int, info: TableInfo) -> np.ndarray:
+    """The values of lists of k tokens each, in view (lists share one values buffer: no
+    per-row work); RunError for lists of another length."""
+    tokens = lists.flatten().to_numpy()  # nulls refused
     if len(tokens) != k * len(lists):
         raise RunError(f"table {info.name} has contexts of other than {k} tokens: rebuild it")
-    positions = None
-    if info.positional:
-        positions = contexts.column("position").to_numpy().astype(np.int64)
-    return tokens.reshape(-1, k).astype(np.int64), positions
+    return tokens
+
+
+def _positions(contexts: pa.Table | pa.RecordBatch, info: TableInfo) -> np.ndarray | None:
+    if not info.positional:
+        return None
+    return np.asarray(contexts.column("position").to_numpy(), np.int64)

@@ -44,11 +44,12 @@ from service.errors import InvalidInputError, RunError, first_line
 from service.ngram.build import (
     StageHook,
     TableShape,
-    build_input,
+    counted_chunk,
     images_per_chunk,
     import_table,
     in_chunks,
 )
+from service.ngram.merge import context_batch, histogram_batch
 from service.ngram.store import TableInfo, table_name
 from service.ngram.tokens import TokenGrids
 from service.ngram.windows import check_gamma
@@ -210,7 +211,7 @@ def _histogram_batches(
 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow: latents rows → their histogram rows, as a chunk of the DuckDB build's."""
     for chunk in _grid_chunks(batches, shape):
-        yield from build_input(chunk, gamma, positional).histograms.to_batches()
+        yield histogram_batch(counted_chunk(chunk, gamma, positional).rows)
 
 
 def _context_batches(
@@ -219,9 +220,12 @@ def _context_batches(
     """mapInArrow: latents rows → the distinct contexts of their windows, keys checked. Spark
     has no unsigned integers: the tokens (< 2^17) travel as int32."""
     for chunk in _grid_chunks(batches, shape):
-        contexts = build_input(chunk, gamma, positional).contexts
+        counted = counted_chunk(chunk, gamma, positional)
+        contexts = context_batch(
+            counted.context_keys, counted.context_positions, counted.context_tokens
+        )
         tokens = contexts.column("context").cast(pa.list_(pa.int32()))
-        yield from contexts.set_column(2, "context", tokens).to_batches()
+        yield contexts.set_column(2, "context", tokens)
 
 
 def _grid_chunks(

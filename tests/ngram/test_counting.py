@@ -45,9 +45,9 @@ def test_a_key_whose_windows_hash_apart_is_a_collision() -> None:
     """Two windows with one key and different second hashes: two contexts share the key."""
     records = np.array([[7, 1, 0, 5, 0], [7, 1, 1, 5, 1], [9, 3, 0, 6, 2]], np.int64)
     starts = np.array([0, 3])
-    assert not _count(records, starts)[3]
+    assert not _count(records, starts)[4]
     records[1, 1] = 2
-    assert _count(records, starts)[3]
+    assert _count(records, starts)[4]
 
 
 def test_no_windows_count_to_nothing() -> None:

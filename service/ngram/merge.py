@@ -1,0 +1,299 @@
+"""Merging the counts of many chunks into one table's rows and contexts (DESIGN.md §10): an
+external hash aggregation, so that a build's memory does not grow with its corpus.
+
+Each chunk's counts (ngram/counting.py) come grouped by the top KEY_BUCKET_BITS bits of their
+keys. They are appended to three files in the build's temp directory (histogram rows, contexts,
+context tokens), with where each chunk's key buckets start. The merge then reads a group of
+consecutive buckets from every chunk at a time (about MERGE_GROUP_BYTES of spilled rows) and
+merges each bucket in a hash table that fits the core's cache: a chunk holds whole images, so
+the histogram of eq. 9 with its provenance is the sum of the chunks' counts and distinct images
+and the smallest of their example ids, and each context is kept once. A key that comes with two
+different second hashes is two contexts sharing it: the merge records it (`collided`).
+
+The next group is merged on a thread while the caller (DuckDB's insert) reads this one. A single
+chunk needs no merge: its counts are held as they are and never written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import numpy as np
+import pyarrow as pa
+from numba import njit
+
+from service.ngram.counting import KEY_BUCKET_BITS, ChunkCounts
+from service.ngram.depth_first import table_size
+from service.ngram.windows import _MIX1, _MIX2
+
+compiled = cast(Any, njit)(cache=True, nogil=True)
+
+MERGE_GROUP_BYTES = 64 << 20  # spilled bytes merged at once: ~4× this is held while merging
+_EMPTY = -1
+_NO_POSITION = -1  # a spilled context's position in a table without positions
+HISTOGRAM_SCHEMA = pa.schema(
+    [
+        ("context_key", pa.int64()),
+        ("token", pa.int32()),
+        ("count", pa.int64()),
+        ("images", pa.int64()),
+        ("example_image", pa.int64()),
+    ]
+)
+CONTEXT_SCHEMA = pa.schema(
+    [("context_key", pa.int64()), ("position", pa.int32()), ("context", pa.large_list(pa.uint32()))]
+)
+T = TypeVar("T")
+_END = object()  # what `next` gives past the last item
+
+
+def histogram_batch(rows: np.ndarray) -> pa.RecordBatch:
+    """(R, 5) rows (context key, token, count, distinct images, smallest image id) as a batch of
+    HISTOGRAM_SCHEMA."""
+    keys, tokens, counts, images, examples = rows.T
+    return pa.record_batch(
+        [keys, tokens.astype(np.int32), counts, images, examples], schema=HISTOGRAM_SCHEMA
+    )
+
+
+def context_batch(
+    keys: np.ndarray, positions: np.ndarray | None, tokens: np.ndarray
+) -> pa.RecordBatch:
+    """Contexts as a batch of CONTEXT_SCHEMA: their keys, positions (None: no positions) and
+    (M, K) tokens, as M lists sharing one values buffer."""
+    m, k = tokens.shape
+    offsets = pa.array(np.arange(0, (m + 1) * k, k, dtype=np.int64))
+    values = pa.array(np.ascontiguousarray(tokens, np.uint32).reshape(-1))
+    return pa.record_batch(
+        [
+            keys,
+            pa.nulls(m, pa.int32()) if positions is None else pa.array(positions, pa.int32()),
+            pa.LargeListArray.from_arrays(offsets, values),
+        ],
+        schema=CONTEXT_SCHEMA,
+    )
+
+
+class _SpillFile:
+    """Rows of one width and type appended chunk by chunk, with where each chunk's key buckets
+    start."""
+
+    def __init__(self, path: Path, dtype: np.dtype, width: int) -> None:
+        self.path, self.dtype, self.width = path, np.dtype(dtype), width
+        self.rows = 0
+        self.starts: list[np.ndarray] = []  # per chunk: (2^KEY_BUCKET_BITS + 1,) row offsets
+
+    def append(self, rows: np.ndarray, bucket_starts: np.ndarray) -> None:
+        with self.path.open("ab") as file:
+            np.ascontiguousarray(rows, self.dtype).tofile(file)
+        self.starts.append(self.rows + bucket_starts)
+        self.rows += len(rows)
+
+    def groups(self) -> list[tuple[int, int]]:
+        """Consecutive buckets [first, last) of about MERGE_GROUP_BYTES over every chunk."""
+        starts = np.stack(self.starts)
+        sizes = (starts[:, 1:] - starts[:, :-1]).sum(axis=0) * self.width * self.dtype.itemsize
+        groups, first, size = [], 0, 0
+        for bucket, bucket_size in enumerate(sizes.tolist()):
+            size += bucket_size
+            if size >= MERGE_GROUP_BYTES or bucket == len(sizes) - 1:
+                groups.append((first, bucket + 1))
+                first, size = bucket + 1, 0
+        return groups
+
+    def read(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of buckets [first, last) of every chunk, chunk by chunk, and (chunks,
+        last − first + 1) offsets of each chunk's buckets in them."""
+        parts, local, at = [], [], 0
+        for starts in self.starts:
+            begin, end = int(starts[first]), int(starts[last])
+            parts.append(
+                np.fromfile(
+                    self.path,
+                    self.dtype,
+                    count=(end - begin) * self.width,
+                    offset=begin * self.width * self.dtype.itemsize,
+                ).reshape(-1, self.width)
+            )
+            local.append(starts[first : last + 1] - begin + at)
+            at += end - begin
+        return np.concatenate(parts), np.stack(local)
+
+
+def bucket_starts(keys: np.ndarray) -> np.ndarray:
+    """(2^KEY_BUCKET_BITS + 1,) offsets of the buckets of keys grouped by their top bits."""
+    buckets = keys.view(np.uint64) >> np.uint64(64 - KEY_BUCKET_BITS)
+    return np.searchsorted(buckets, np.arange((1 << KEY_BUCKET_BITS) + 1, dtype=np.uint64))
+
+
+class SpilledCounts:
+    """The counts of a table's chunks, merged when read (histogram_batches, context_batches)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.chunks = 0
+        self.collided = False  # set by context_batches: two contexts share a key
+        self._positional = False
+        self._single: ChunkCounts | None = None  # the first chunk, until a second one comes
+        self._files: tuple[_SpillFile, _SpillFile, _SpillFile] | None = None
+
+    def add(self, counts: ChunkCounts) -> None:
+        self.chunks += 1
+        if self.chunks == 1:
+            self._single = counts
+            return
+        if self._single is not None:
+            self._spill(self._single)
+            self._single = None
+        self._spill(counts)
+
+    def _spill(self, counts: ChunkCounts) -> None:
+        self._positional = counts.context_positions is not None
+        if self._files is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._files = (
+                _SpillFile(self.folder / "rows.bin", np.dtype(np.int64), 5),
+                _SpillFile(self.folder / "contexts.bin", np.dtype(np.int64), 3),
+                _SpillFile(
+                    self.folder / "tokens.bin",
+                    counts.context_tokens.dtype,
+                    counts.context_tokens.shape[1],
+                ),
+            )
+        rows, contexts, tokens = self._files
+        rows.append(counts.rows, bucket_starts(counts.keys))
+        positions = counts.context_positions
+        meta = np.empty((len(counts.context_keys), 3), np.int64)
+        meta[:, 0], meta[:, 1] = counts.context_keys, counts.context_checks
+        meta[:, 2] = _NO_POSITION if positions is None else positions
+        starts = bucket_starts(counts.context_keys)
+        contexts.append(meta, starts)
+        tokens.append(counts.context_tokens, starts)
+
+    def histogram_batches(self) -> Iterator[pa.RecordBatch]:
+        """The table's histogram rows, a group of key buckets at a time."""
+        if self._files is None:
+            if self._single is not None:
+                yield histogram_batch(self._single.rows)
+            return
+        rows = self._files[0]
+
+        def merged(group: tuple[int, int]) -> pa.RecordBatch:
+            return histogram_batch(_merge_rows(*rows.read(*group)))
+
+        yield from ahead(map(merged, rows.groups()))
+
+    def context_batches(self) -> Iterator[pa.RecordBatch]:
+        """The table's distinct contexts, a group of key buckets at a time; a key that comes
+        with two contexts sets `collided`."""
+        if self._files is None:
+            if self._single is not None:
+                one = self._single
+                yield context_batch(one.context_keys, one.context_positions, one.context_tokens)
+            return
+        _, contexts, tokens = self._files
+
+        def merged(group: tuple[int, int]) -> pa.RecordBatch:
+            meta, starts = contexts.read(*group)
+            first, collided = _first_contexts(meta, starts)
+            self.collided |= collided
+            return context_batch(
+                meta[first, 0],
+                meta[first, 2] if self._positional else None,
+                tokens.read(*group)[0][first],
+            )
+
+        yield from ahead(map(merged, contexts.groups()))
+
+    def remove(self) -> None:
+        """Delete the spill files and drop the held chunk."""
+        self._single = self._files = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def ahead(items: Iterable[T]) -> Iterator[T]:
+    """The items in order, the next one made on a thread while this one is used: reading the
+    latents or merging a group, which release the GIL, beside the counting or DuckDB's insert."""
+    iterator = iter(items)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(next, iterator, _END)
+        while (item := pending.result()) is not _END:
+            pending = pool.submit(next, iterator, _END)
+            yield cast(T, item)
+
+
+@compiled
+def _bucket_sizes(starts: np.ndarray) -> np.ndarray:
+    """(buckets,) rows of each bucket over every chunk."""
+    sizes = np.zeros(starts.shape[1] - 1, np.int64)
+    for c in range(starts.shape[0]):
+        for b in range(len(sizes)):
+            sizes[b] += starts[c, b + 1] - starts[c, b]
+    return sizes
+
+
+@compiled
+def _merge_rows(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """(R', 5) merged histogram rows of a group's spilled rows (key, token, count, images,
+    smallest image id), bucket by bucket, each row where its pair first comes."""
+    sizes = _bucket_sizes(starts)
+    slots = np.empty(table_size(sizes.max() if len(sizes) else 0), np.int64)  # → merged row
+    merged = np.empty_like(rows)
+    m = 0
+    for b in range(len(sizes)):
+        size = table_size(sizes[b])
+        mask = np.uint64(size - 1)
+        slots[:size] = _EMPTY
+        for c in range(starts.shape[0]):
+            for i in range(starts[c, b], starts[c, b + 1]):
+                key, token = rows[i, 0], rows[i, 1]
+                s = np.int64(((np.uint64(key) ^ (np.uint64(token) * _MIX1)) * _MIX2) & mask)
+                while True:
+                    row = slots[s]
+                    if row == _EMPTY:
+                        slots[s] = m
+                        merged[m] = rows[i]
+                        m += 1
+                        break
+                    if merged[row, 0] == key and merged[row, 1] == token:
+                        merged[row, 2] += rows[i, 2]
+                        merged[row, 3] += rows[i, 3]
+                        merged[row, 4] = min(merged[row, 4], rows[i, 4])
+                        break
+                    s = np.int64(np.uint64(s + 1) & mask)
+    return merged[:m]
+
+
+@compiled
+def _first_contexts(contexts: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Where each key of a group's spilled contexts (key, second hash, position) first comes,
+    bucket by bucket, and whether a key came with two second hashes."""
+    sizes = _bucket_sizes(starts)
+    slots = np.empty(table_size(sizes.max() if len(sizes) else 0), np.int64)  # → its first
+    first = np.empty(len(contexts), np.int64)
+    m = 0
+    collided = False
+    for b in range(len(sizes)):
+        size = table_size(sizes[b])
+        mask = np.uint64(size - 1)
+        slots[:size] = _EMPTY
+        for c in range(starts.shape[0]):
+            for i in range(starts[c, b], starts[c, b + 1]):
+                key = contexts[i, 0]
+                s = np.int64(np.uint64(key) & mask)
+                while True:
+                    at = slots[s]
+                    if at == _EMPTY:
+                        slots[s] = i
+                        first[m] = i
+                        m += 1
+                        break
+                    if contexts[at, 0] == key:
+                        collided |= contexts[at, 1] != contexts[i, 1]
+                        break
+                    s = np.int64(np.uint64(s + 1) & mask)
+    return first[:m], collided

@@ -1,0 +1,91 @@
+"""Merging chunks' counts (ngram/merge.py): the histogram and contexts of all their windows at
+once, and the key check across chunks."""
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from service.ngram.counting import ChunkCounts, count_chunk
+from service.ngram.merge import SpilledCounts
+
+
+def _chunks(tokens: np.ndarray, ids: np.ndarray, cuts: list[int]) -> list[ChunkCounts]:
+    bounds = [0, *cuts, len(tokens)]
+    return [
+        count_chunk(tokens[a:b], ids[a:b], 5, pad=4, positional=True)[0]
+        for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
+
+
+def _merged(spill: SpilledCounts) -> tuple[pa.Table, pa.Table]:
+    return pa.Table.from_batches(spill.histogram_batches()), pa.Table.from_batches(
+        spill.context_batches()
+    )
+
+
+def test_merged_chunks_are_the_counts_of_one_chunk(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 3, (200, 4, 4))
+    tokens[150:] = tokens[:50]  # the same windows in other chunks
+    ids = rng.permutation(1000)[:200]
+    spill = SpilledCounts(tmp_path / "spill")
+    for chunk in _chunks(tokens, ids, [40, 41, 130]):
+        spill.add(chunk)
+    rows, contexts = _merged(spill)
+    whole = SpilledCounts(tmp_path / "whole")
+    whole.add(_chunks(tokens, ids, [])[0])
+    expected_rows, expected_contexts = _merged(whole)
+
+    def by_pair(table: pa.Table) -> dict[tuple[int, int], tuple[int, ...]]:
+        records = zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True)
+        return {(k, t): rest for k, t, *rest in records}
+
+    assert by_pair(rows) == by_pair(expected_rows)
+    assert len(rows) == len(set(by_pair(rows)))  # one row per pair
+    assert sorted(zip(*contexts.to_pydict().values(), strict=True)) == sorted(
+        zip(*expected_contexts.to_pydict().values(), strict=True)
+    )
+    assert not spill.collided and any((tmp_path / "spill").iterdir())
+    spill.remove()
+    assert not (tmp_path / "spill").exists()
+
+
+def test_a_key_whose_contexts_hash_apart_across_chunks_is_a_collision(tmp_path: Path) -> None:
+    """The same key with another second hash in a later chunk: two contexts share the key."""
+    tokens = np.random.default_rng(1).integers(0, 3, (20, 4, 4))
+    ids = np.arange(20)
+    first, second = _chunks(tokens, ids, [10])
+    shared = np.intersect1d(first.context_keys, second.context_keys)[0]
+    spill = SpilledCounts(tmp_path / "honest")
+    spill.add(first)
+    spill.add(second)
+    _merged(spill)
+    assert not spill.collided
+
+    checks = second.context_checks.copy()
+    checks[second.context_keys == shared] ^= 1
+    forged = SpilledCounts(tmp_path / "forged")
+    forged.add(first)
+    forged.add(second._replace(context_checks=checks))
+    _merged(forged)
+    assert forged.collided
+
+
+def test_counts_per_pair_add_up_across_chunks(tmp_path: Path) -> None:
+    """Windows, distinct images and the smallest image id: summed, summed and the least."""
+    tokens = np.zeros((6, 4, 4), np.int64)  # every image the same: every pair in every chunk
+    ids = np.array([50, 7, 30, 9, 41, 12])
+    spill = SpilledCounts(tmp_path / "spill")
+    for chunk in _chunks(tokens, ids, [2, 4]):
+        spill.add(chunk)
+    rows, _ = _merged(spill)
+    expected: dict[int, int] = defaultdict(int)
+    for chunk in _chunks(tokens, ids, []):
+        for key, count in zip(chunk.keys, chunk.counts, strict=True):
+            expected[int(key)] += int(count)
+    assert dict(zip(rows.column("context_key").to_pylist(), rows.column("count").to_pylist(),
+                    strict=True)) == expected  # fmt: skip
+    assert set(rows.column("images").to_pylist()) == {6}
+    assert set(rows.column("example_image").to_pylist()) == {7}
