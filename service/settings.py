@@ -41,7 +41,7 @@ class BuildSettings(BaseSettings):
     memory_limit: str | None = Field(
         None,
         description="DuckDB's memory limit for the build, e.g. 4GB (default: DuckDB's, 80% of"
-        " RAM); the GROUP BY spills to <run>/tmp past it.",
+        " RAM); the counts of the chunks are spilled to <run>/tmp and merged from there.",
     )
     spark_master: str = Field(
         "local[*]", description="Spark master: local[*], local[N], spark://HOST:PORT, yarn, k8s://…"

@@ -57,8 +57,9 @@ def build(
     memory_limit: Annotated[
         str | None,
         typer.Option(
-            help="DuckDB's memory limit for the build, e.g. 4GB; the GROUP BY spills to "
-            "<run>/tmp past it. Default: LATENTGRAM_BUILD_MEMORY_LIMIT, else DuckDB's (80% of RAM)."
+            help="DuckDB's memory limit for the build, e.g. 4GB; the chunks' counts are spilled "
+            "to <run>/tmp and merged from there. Default: LATENTGRAM_BUILD_MEMORY_LIMIT, else "
+            "DuckDB's (80% of RAM)."
         ),
     ] = None,
     spark_master: Annotated[

@@ -4,7 +4,9 @@
 - windows.py     causal γ-windows over token grids, vectorized, and their 64-bit keys
 - migrations.py  the forward-only SQL migration runner of the store
 - store.py       the DuckDB store: connections, the table catalogue, reading tables
-- build.py       building a γ table atomically with one GROUP BY
+- counting.py    counting a chunk of grids into its histogram, compiled
+- merge.py       merging the chunks' counts through files, a range of keys at a time
+- build.py       building a γ table atomically from them
 - index.py       a table as sorted arrays for batched lookups (the sampler's cache of DuckDB)
 - index_files.py those arrays saved beside the store, mapped read-only by every process
 - histograms.py  a table's histograms as arrays, for the γ-ARVM and the likelihood figures

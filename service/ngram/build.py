@@ -145,7 +145,7 @@ def _size_in_bytes(limit: str) -> float | None:
 def limit_memory(
     con: duckdb.DuckDBPyConnection, memory_limit: str | None, temp_directory: Path | None
 ) -> None:
-    """Bound the memory DuckDB may use (the GROUP BY spills past it) and say where it spills.
+    """Bound the memory DuckDB may use and say where it spills (the merge spills there too).
     Set once per connection, before the first build: DuckDB refuses to move a temp directory
     it has used."""
     if temp_directory is not None:

@@ -259,7 +259,7 @@ def count_windows_spark(
         warnings.filterwarnings("ignore", _PANDAS_WARNING, FutureWarning)
         chunks = rows.mapInArrow(partial(_histogram_batches, **args), HISTOGRAM_SCHEMA)
         contexts = rows.mapInArrow(partial(_context_batches, **args), CONTEXT_SCHEMA)
-    histograms = chunks.groupBy("context_key", "token").agg(  # as build.merged_histograms
+    histograms = chunks.groupBy("context_key", "token").agg(  # as ngram/merge.py merges
         F.sum("count").alias("count"),
         F.sum("images").alias("images"),
         F.min("example_image").alias("example_image"),

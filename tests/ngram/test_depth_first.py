@@ -47,6 +47,18 @@ def test_window_keys_are_the_build_s_context_keys(gamma: int, positional: bool) 
         assert key == context_keys(ctx[:, :above], where)[0]
 
 
+@pytest.mark.parametrize("positional", [False, True])
+def test_prefix_keys_are_the_keys_of_the_contexts_first_slots(positional: bool) -> None:
+    """What the index files key the above parts by, from the stored lists' values."""
+    rng = np.random.default_rng(3)
+    contexts = rng.integers(0, 17, (50, 12)).astype(np.uint32)
+    positions = rng.integers(0, 64, 50) if positional else None
+    given = np.zeros(0, np.int64) if positions is None else positions  # empty: no positions
+    for size in (0, 6, 12):
+        keys = depth_first.prefix_keys(contexts.reshape(-1), 12, size, given)
+        np.testing.assert_array_equal(keys, context_keys(contexts[:, :size], positions))
+
+
 def test_uniforms_are_the_array_code_s() -> None:
     rng = np.random.default_rng(3)
     seeds, samples, steps, js = (rng.integers(0, 2**53, 50) for _ in range(4))

@@ -1,6 +1,7 @@
 """Merging chunks' counts (ngram/merge.py): the histogram and contexts of all their windows at
 once, and the key check across chunks."""
 
+import itertools
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,7 +16,7 @@ def _chunks(tokens: np.ndarray, ids: np.ndarray, cuts: list[int]) -> list[ChunkC
     bounds = [0, *cuts, len(tokens)]
     return [
         count_chunk(tokens[a:b], ids[a:b], 5, pad=4, positional=True)[0]
-        for a, b in zip(bounds, bounds[1:], strict=False)
+        for a, b in itertools.pairwise(bounds)
     ]
 
 
@@ -40,7 +41,7 @@ def test_merged_chunks_are_the_counts_of_one_chunk(tmp_path: Path) -> None:
 
     def by_pair(table: pa.Table) -> dict[tuple[int, int], tuple[int, ...]]:
         records = zip(*(table.column(c).to_pylist() for c in table.column_names), strict=True)
-        return {(k, t): rest for k, t, *rest in records}
+        return {(k, t): tuple(rest) for k, t, *rest in records}
 
     assert by_pair(rows) == by_pair(expected_rows)
     assert len(rows) == len(set(by_pair(rows)))  # one row per pair
