@@ -33,6 +33,8 @@ from service.ngram.windows import _MIX1, _MIX2
 compiled = cast(Any, njit)(cache=True, nogil=True)
 
 MERGE_GROUP_BYTES = 64 << 20  # spilled bytes merged at once: ~4× this is held while merging
+# The buckets of negative keys (top bit set) first: merged rows then come in int64 key order.
+SIGNED_ORDER = ((1 << KEY_BUCKET_BITS - 1, 1 << KEY_BUCKET_BITS), (0, 1 << KEY_BUCKET_BITS - 1))
 _EMPTY = -1
 _NO_POSITION = -1  # a spilled context's position in a table without positions
 HISTOGRAM_SCHEMA = pa.schema(
@@ -94,15 +96,18 @@ class _SpillFile:
         self.rows += len(rows)
 
     def groups(self) -> list[tuple[int, int]]:
-        """Consecutive buckets [first, last) of about MERGE_GROUP_BYTES over every chunk."""
+        """Consecutive buckets [first, last) of about MERGE_GROUP_BYTES over every chunk, in
+        SIGNED_ORDER."""
         starts = np.stack(self.starts)
         sizes = (starts[:, 1:] - starts[:, :-1]).sum(axis=0) * self.width * self.dtype.itemsize
-        groups, first, size = [], 0, 0
-        for bucket, bucket_size in enumerate(sizes.tolist()):
-            size += bucket_size
-            if size >= MERGE_GROUP_BYTES or bucket == len(sizes) - 1:
-                groups.append((first, bucket + 1))
-                first, size = bucket + 1, 0
+        groups = []
+        for low, high in SIGNED_ORDER:
+            first, size = low, 0
+            for bucket in range(low, high):
+                size += int(sizes[bucket])
+                if size >= MERGE_GROUP_BYTES or bucket == high - 1:
+                    groups.append((first, bucket + 1))
+                    first, size = bucket + 1, 0
         return groups
 
     def read(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
@@ -175,10 +180,14 @@ class SpilledCounts:
         tokens.append(counts.context_tokens, starts)
 
     def histogram_batches(self) -> Iterator[pa.RecordBatch]:
-        """The table's histogram rows, a group of key buckets at a time."""
+        """The table's histogram rows sorted by (context key, token), a group of key buckets at
+        a time (so that the index reads them as they are stored, ngram/store.read_table)."""
         if self._files is None:
             if self._single is not None:
-                yield histogram_batch(self._single.rows)
+                one, starts = self._single.rows, bucket_starts(self._single.keys)
+                for first, last in SIGNED_ORDER:  # one chunk: its rows sorted, nothing merged
+                    at = starts[first : last + 1]
+                    yield histogram_batch(_merge_rows(one[at[0] : at[-1]], (at - at[0])[None]))
             return
         rows = self._files[0]
 
@@ -239,7 +248,7 @@ def _bucket_sizes(starts: np.ndarray) -> np.ndarray:
 @compiled
 def _merge_rows(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """(R', 5) merged histogram rows of a group's spilled rows (key, token, count, images,
-    smallest image id), bucket by bucket, each row where its pair first comes."""
+    smallest image id), bucket by bucket, each bucket's sorted by (key, token)."""
     sizes = _bucket_sizes(starts)
     slots = np.empty(table_size(sizes.max() if len(sizes) else 0), np.int64)  # → merged row
     merged = np.empty_like(rows)
@@ -248,6 +257,7 @@ def _merge_rows(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
         size = table_size(sizes[b])
         mask = np.uint64(size - 1)
         slots[:size] = _EMPTY
+        bucket_first = m
         for c in range(starts.shape[0]):
             for i in range(starts[c, b], starts[c, b + 1]):
                 key, token = rows[i, 0], rows[i, 1]
@@ -265,7 +275,22 @@ def _merge_rows(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
                         merged[row, 4] = min(merged[row, 4], rows[i, 4])
                         break
                     s = np.int64(np.uint64(s + 1) & mask)
+        _sort_rows(merged[bucket_first:m])
     return merged[:m]
+
+
+@compiled
+def _sort_rows(rows: np.ndarray) -> None:
+    """A bucket's rows in place by (key, token): its keys sorted, then the rare rows that share
+    a key put in token order by insertion."""
+    ordered = rows[np.argsort(rows[:, 0])]
+    for i in range(1, len(ordered)):
+        j = i
+        while j > 0 and ordered[j - 1, 0] == ordered[j, 0] and ordered[j - 1, 1] > ordered[j, 1]:
+            for col in range(ordered.shape[1]):
+                ordered[j - 1, col], ordered[j, col] = ordered[j, col], ordered[j - 1, col]
+            j -= 1
+    rows[:] = ordered
 
 
 @compiled
