@@ -156,14 +156,11 @@ class ExactSampler:
         return depth_first.Table(
             key_slots=read_only(self._key_slots),
             key_words=read_only(index.key_filter.words),
-            key_mask=index.key_filter.mask,
-            starts=read_only(index.starts),
             tokens=read_only(index.tokens),
             weight=read_only(weights.w),
             cum=read_only(weights.cum),
             above_slots=read_only(self._above_slots),
             above_words=read_only(index.above_filter.words),
-            above_mask=index.above_filter.mask,
             positional=bool(index.info.positional),
         )
 

@@ -60,11 +60,11 @@ class Lookup:
 
 
 class KeyFilter:
-    """A Bloom filter over a table's context keys: three bit tests in an array of ~20 bits per
-    key say "not in the table" for all but ~0.3 % of the keys it lacks, before any binary search.
-    The exact search's forward check asks mostly about contexts no table has (at γ = 3, seven in
-    ten), so it tests them here first. Keys are splitmix64 outputs, so three slices of their bits
-    serve as three independent hashes."""
+    """A blocked Bloom filter over a table's context keys: four bits in one 64-bit word per key,
+    ~20 bits per key, say "not in the table" for all but ~0.3 % of the keys it lacks, in one
+    memory read. The exact search's forward check asks mostly about contexts no table has (at
+    γ = 3, seven in ten), so it tests them here first. Keys are splitmix64 outputs, so their top
+    bits choose the word and their low bits the four bits (depth_first._filter_bits)."""
 
     BITS_PER_KEY = 20
 
@@ -73,24 +73,13 @@ class KeyFilter:
         is not read)."""
         if words is not None:
             self.words = words
-            self.mask = np.uint64(64 * len(words) - 1)
             return
-        bits = 1 << max(16, int(np.ceil(np.log2(self.BITS_PER_KEY * max(len(keys), 1)))))
-        self.mask = np.uint64(bits - 1)
-        self.words = np.zeros(bits // 64, np.uint64)
-        depth_first.fill_filter(self.words, self.mask, np.ascontiguousarray(keys, np.int64))
-
-    def _probes(self, keys: np.ndarray) -> list[np.ndarray]:
-        u = keys.view(np.uint64)
-        return [u & self.mask, (u >> np.uint64(21)) & self.mask, (u >> np.uint64(42)) & self.mask]
+        self.words = np.zeros(max(1, -(-self.BITS_PER_KEY * len(keys) // 64)), np.uint64)
+        depth_first.fill_filter(self.words, np.ascontiguousarray(keys, np.int64))
 
     def might_contain(self, keys: np.ndarray) -> np.ndarray:
         """(M,) bool: False for a key certainly absent."""
-        result = np.ones(len(keys), bool)
-        for probe in self._probes(np.ascontiguousarray(keys)):
-            word = self.words[probe >> np.uint64(6)]
-            result &= ((word >> (probe & np.uint64(63))) & np.uint64(1)).astype(bool)
-        return result
+        return depth_first.filter_contains(self.words, np.ascontiguousarray(keys, np.int64))
 
 
 @dataclass(frozen=True)
@@ -98,8 +87,8 @@ class SearchAids:
     """What the exact search looks keys up in, built from the index's keys: saved with the index
     (ngram/index_files.py) so that no process builds them again."""
 
-    key_slots: np.ndarray  # (S, 2) int64 hash table of keys (depth_first.hash_table)
-    above_slots: np.ndarray  # (S', 2) int64 hash table of above_keys
+    key_slots: np.ndarray  # (S, 2) int64 hash table: key → its rows (depth_first.row_ranges)
+    above_slots: np.ndarray  # (S', 2) int64 hash table: above key → its index
     key_words: np.ndarray  # (B,) uint64 Bloom filter words of keys (KeyFilter)
     above_words: np.ndarray  # (B',) uint64 Bloom filter words of above_keys
 
@@ -171,11 +160,18 @@ class NgramIndex:
     def key_slots(self) -> np.ndarray:
         """(S, 2) int64 hash table of the keys for the exact search, built on first use unless
         it came built."""
-        return self.built.key_slots if self.built else depth_first.hash_table(self.keys)
+        return self.built.key_slots if self.built else self._key_slots()
 
     @cached_property
     def above_slots(self) -> np.ndarray:
-        return self.built.above_slots if self.built else depth_first.hash_table(self.above_keys)
+        return self.built.above_slots if self.built else self._above_slots()
+
+    def _key_slots(self) -> np.ndarray:
+        return depth_first.hash_table(self.keys, depth_first.row_ranges(self.starts))
+
+    def _above_slots(self) -> np.ndarray:
+        indices = np.arange(len(self.above_keys), dtype=np.int64)
+        return depth_first.hash_table(self.above_keys, indices)
 
     def search_aid_makers(self) -> dict[str, Callable[[], np.ndarray]]:
         """SearchAids' arrays by field name, each as a function that builds it without keeping
@@ -185,8 +181,8 @@ class NgramIndex:
             aids = self.built
             return {f.name: partial(getattr, aids, f.name) for f in fields(SearchAids)}
         return {
-            "key_slots": partial(depth_first.hash_table, self.keys),
-            "above_slots": partial(depth_first.hash_table, self.above_keys),
+            "key_slots": self._key_slots,
+            "above_slots": self._above_slots,
             "key_words": lambda: KeyFilter(self.keys).words,
             "above_words": lambda: KeyFilter(self.above_keys).words,
         }

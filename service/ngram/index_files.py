@@ -32,6 +32,9 @@ from service.ngram.store import TableInfo, list_tables
 log = logging.getLogger(__name__)
 
 INDEX_DIR = "index"  # beside the store
+# What the search aids hold and how they hash (depth_first): files of another layout are stale.
+# 2: key_slots hold packed row ranges, first slots and filter words from a key's top bits.
+INDEX_LAYOUT = 2
 _TABLE_ARRAYS = ("keys", "starts", "tokens", "counts", "examples", "above_keys")
 
 
@@ -47,6 +50,7 @@ def index_folder(store: Path, table_id: int) -> Path:
 def _meta(info: TableInfo) -> dict[str, object]:
     """What the files must have been written for: the catalogue row that identifies the table."""
     return {
+        "layout": INDEX_LAYOUT,
         "table_id": info.table_id,
         "name": info.name,
         "gamma": info.gamma,

@@ -4,11 +4,14 @@ keys it holds."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 from service.ngram import depth_first
 from service.ngram.constraints import grid_constraints
+from service.ngram.index import KeyFilter
 from service.ngram.samples import uniform
 from service.ngram.windows import above_size, context_keys, context_offsets, gather_contexts
 
@@ -73,9 +76,28 @@ def test_uniforms_are_the_array_code_s() -> None:
 def test_hash_table_finds_its_keys_and_nothing_else(n: int) -> None:
     rng = np.random.default_rng(n)
     keys = np.unique(rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64))
-    slots = depth_first.hash_table(keys)
+    values = rng.integers(0, 2**62, len(keys))
+    slots = depth_first.hash_table(keys, values)
     assert len(slots) >= 2 * len(keys) and len(slots) & (len(slots) - 1) == 0
-    for i, key in enumerate(keys):
-        assert depth_first.find(slots, key) == i
+    for key, value in zip(keys, values, strict=True):
+        assert depth_first.find(slots, key) == value
     others = np.setdiff1d(rng.integers(-(2**63), 2**63 - 1, 2000, dtype=np.int64), keys)
     assert all(depth_first.find(slots, k) == -1 for k in others)
+
+
+def test_a_key_s_slot_holds_its_row_range() -> None:
+    """What the search reads of a found context: its first row and one past its last."""
+    starts = 2**40 + np.array([0, 1, 5, 5 + 2**16 + 1])  # far rows, up to 2^16 + 1 of them
+    packed = depth_first.row_ranges(starts)
+    ranges = [depth_first._unpack_rows(p) for p in packed]
+    assert ranges == list(itertools.pairwise(starts))
+
+
+def test_the_key_filter_misses_no_key_and_passes_few_others() -> None:
+    rng = np.random.default_rng(4)
+    keys = np.unique(rng.integers(-(2**63), 2**63 - 1, 100_000, dtype=np.int64))
+    others = np.setdiff1d(rng.integers(-(2**63), 2**63 - 1, 100_000, dtype=np.int64), keys)
+    key_filter = KeyFilter(keys)
+    assert key_filter.might_contain(keys).all()
+    assert key_filter.might_contain(others).mean() < 0.005  # ~0.3 % expected
+    assert all(depth_first.might_contain(key_filter.words, k) for k in keys[:100])
