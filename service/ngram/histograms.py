@@ -11,7 +11,7 @@ import numpy as np
 
 from service.errors import RunError
 from service.ngram.index import group_offsets
-from service.ngram.store import TableInfo, read_context_tokens, read_table
+from service.ngram.store import TableInfo, read_context_tokens, read_rows
 from service.ngram.tokens import TokenGrids
 from service.ngram.windows import build_windows
 
@@ -33,8 +33,8 @@ class Histograms:
 
 def table_histograms(con: duckdb.DuckDBPyConnection, info: TableInfo) -> Histograms:
     """Every distinct context of a built table with its histogram, through Arrow."""
-    table = read_table(con, info, ("context_key", "token", "count"))
-    starts = group_offsets(table.column("context_key").to_numpy())
+    rows = read_rows(con, info, ("context_key", "token", "count"))
+    starts = group_offsets(rows["context_key"])
     tokens, positions = read_context_tokens(con, info)  # one row per context, same key order
     if len(tokens) != len(starts) - 1:
         raise RunError(f"table {info.name} is inconsistent: rebuild it with `latentgram build`")
@@ -42,8 +42,8 @@ def table_histograms(con: duckdb.DuckDBPyConnection, info: TableInfo) -> Histogr
         contexts=tokens,
         positions=positions,
         starts=starts,
-        tokens=table.column("token").to_numpy().astype(np.int64),
-        counts=table.column("count").to_numpy().astype(np.int64),
+        tokens=rows["token"],
+        counts=rows["count"],
     )
 
 

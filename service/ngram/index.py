@@ -12,7 +12,7 @@ import numpy as np
 
 from service.errors import InvalidInputError
 from service.ngram import depth_first
-from service.ngram.store import TableInfo, get_table, iter_context_tokens, read_table
+from service.ngram.store import TableInfo, get_table, iter_context_tokens, read_rows
 from service.ngram.windows import above_size, context_keys, context_size
 
 
@@ -131,19 +131,15 @@ class NgramIndex:
     ) -> NgramIndex:
         """Read a ready table through Arrow into arrays; no Python loop over rows."""
         info = get_table(con, gamma, positional)
-        table = read_table(con, info)
-        columns = {}
-        for name in ("context_key", "token", "count", "example_image"):  # each Arrow column
-            columns[name] = np.asarray(table.column(name).to_numpy(), np.int64)  # freed once
-            table = table.drop_columns(name)  # it is copied: at 50 M rows each is 0.4 GB
-        starts = group_offsets(columns["context_key"])
+        rows = read_rows(con, info)
+        starts = group_offsets(rows["context_key"])
         return cls(
             info=info,
-            keys=columns.pop("context_key")[starts[:-1]],
+            keys=rows.pop("context_key")[starts[:-1]],
             starts=starts,
-            tokens=columns["token"],
-            counts=columns["count"],
-            examples=columns["example_image"],
+            tokens=rows["token"],
+            counts=rows["count"],
+            examples=rows["example_image"],
             above_keys=read_above_keys(con, info),
         )
 

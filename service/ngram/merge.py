@@ -181,7 +181,7 @@ class SpilledCounts:
 
     def histogram_batches(self) -> Iterator[pa.RecordBatch]:
         """The table's histogram rows sorted by (context key, token), a group of key buckets at
-        a time (so that the index reads them as they are stored, ngram/store.read_table)."""
+        a time (so that the index reads them as they are stored, ngram/store.read_rows)."""
         if self._files is None:
             if self._single is not None:
                 one, starts = self._single.rows, bucket_starts(self._single.keys)

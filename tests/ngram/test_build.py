@@ -13,7 +13,7 @@ import pytest
 from service.errors import InvalidInputError, RunError
 from service.ngram.build import BUILD_STAGES, build_table, index_memory_limit, limit_memory
 from service.ngram.index import NgramIndex
-from service.ngram.store import TableInfo, get_table, list_tables, open_store
+from service.ngram.store import TableInfo, get_table, list_tables, open_store, read_rows
 from tests.helpers import brute_force_histograms, grids_from_tokens
 
 
@@ -215,6 +215,23 @@ def test_a_build_stores_its_rows_in_key_order(tmp_path: Path, chunk_windows: int
             "SELECT context_key, token FROM ngrams WHERE table_id = ?", [info.table_id]
         ).fetchall()
     assert stored == sorted(set(stored)) and stored[0][0] < 0 < stored[-1][0]
+
+
+def test_rows_stored_out_of_order_are_read_sorted(tmp_path: Path) -> None:
+    """As another engine's import leaves them: read_rows sorts what the build did not."""
+    tokens = np.random.default_rng(2).integers(0, 3, (90, 4, 4))
+    with open_store(tmp_path / "s.duckdb") as con:
+        info = build_table(con, grids_from_tokens(tokens, 2), gamma=5)
+        expected = read_rows(con, info)
+        con.execute("CREATE TEMP TABLE shuffled AS SELECT * FROM ngrams ORDER BY hash(token)")
+        con.execute("DELETE FROM ngrams")
+        con.execute("INSERT INTO ngrams SELECT * FROM shuffled")
+        shuffled = con.execute("SELECT context_key FROM ngrams").fetchnumpy()["context_key"]
+        got = read_rows(con, info, batch_rows=7)
+    assert np.any(np.diff(shuffled) < 0)
+    for name, values in expected.items():
+        np.testing.assert_array_equal(got[name], values)
+    assert np.all(np.diff(expected["context_key"]) >= 0)
 
 
 def test_no_training_images_is_a_clear_error(tmp_path: Path) -> None:
