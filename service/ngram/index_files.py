@@ -26,6 +26,7 @@ from service.array_files import (
     remove_others,
     write_arrays,
 )
+from service.ngram.depth_first import slots_for
 from service.ngram.index import NgramIndex, SearchAids
 from service.ngram.store import TableInfo, list_tables
 
@@ -85,8 +86,8 @@ def _check_sizes(index: NgramIndex) -> None:
         if getattr(index, name).shape != (length,):
             raise StaleArrays(f"{name} of {info.name} should hold {length} values")
     for slots, keys in ((aids.key_slots, index.keys), (aids.above_slots, index.above_keys)):
-        if slots.ndim != 2 or slots.shape[1] != 2 or len(slots) < 2 * len(keys):
-            raise StaleArrays(f"a hash table of {info.name} is too small for its keys")
+        if slots.ndim != 2 or slots.shape[1] != 2 or len(slots) != slots_for(len(keys)):
+            raise StaleArrays(f"a hash table of {info.name} is not sized for its keys")
     if index.starts[0] != 0 or index.starts[-1] != info.rows:
         raise StaleArrays(f"the offsets of {info.name} do not span its {info.rows} rows")
 
