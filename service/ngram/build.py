@@ -310,7 +310,10 @@ def _commit_spilled(
         "lg_merged_contexts": (CONTEXT_SCHEMA, spill.context_batches()),
     }
     for name, (schema, batches) in readers.items():
-        con.register(name, pa.RecordBatchReader.from_batches(schema, batches))
+        if spill.chunks == 1:  # in memory already: a table DuckDB scans on every core
+            con.register(name, pa.Table.from_batches(list(batches), schema))
+        else:
+            con.register(name, pa.RecordBatchReader.from_batches(schema, batches))  # merged as read
     try:
         return commit_table(
             con,

@@ -138,10 +138,10 @@ def read_rows(
 ) -> dict[str, np.ndarray]:
     """A table's rows sorted by (context_key, token), as an int64 array per column (the columns
     include those two), read through Arrow a batch at a time into arrays of the catalogue's
-    size: no per-row Python, and no second copy of the table. A build stores the rows in that
-    order and DuckDB reads them as stored, so they are sorted here only when they are not (a
-    table imported from another engine); DuckDB's ORDER BY of a 56 M-row table took about
-    10 s and a GB of memory."""
+    size: no per-row Python, and no second copy of the table. A build merged from several
+    chunks stores the rows in that order and DuckDB reads them as stored; the rows of a single
+    chunk, or imported from another engine, are sorted here. DuckDB's ORDER BY of a 56 M-row
+    table took about 10 s and a GB of memory."""
     if not {"context_key", "token"} <= set(columns):
         raise ValueError("read_rows needs the context_key and token columns")
     arrays = {name: np.empty(info.rows, np.int64) for name in columns}
