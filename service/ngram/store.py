@@ -140,8 +140,8 @@ def read_rows(
     include those two), read through Arrow a batch at a time into arrays of the catalogue's
     size: no per-row Python, and no second copy of the table. A build merged from several
     chunks stores the rows in that order and DuckDB reads them as stored; the rows of a single
-    chunk, or imported from another engine, are sorted here. DuckDB's ORDER BY of a 56 M-row
-    table took about 10 s and a GB of memory."""
+    chunk, or imported from another engine, are sorted here. Reading the three tables of the
+    100× scale corpus through DuckDB's ORDER BY took 24 s, and held each whole in Arrow."""
     if not {"context_key", "token"} <= set(columns):
         raise ValueError("read_rows needs the context_key and token columns")
     arrays = {name: np.empty(info.rows, np.int64) for name in columns}
