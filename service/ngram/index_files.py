@@ -105,14 +105,19 @@ def save_index(store: Path, index: NgramIndex, keep: Collection[int] = ()) -> Ng
     return map_index(store, index.info)
 
 
-def load_index(con: duckdb.DuckDBPyConnection, store: Path, info: TableInfo) -> NgramIndex:
+def load_index(
+    con: duckdb.DuckDBPyConnection, store: Path, info: TableInfo, just_built: bool = False
+) -> NgramIndex:
     """The table's index mapped from its files; when they are missing or stale, built from the
-    store, saved (with a warning that says so) and mapped, or kept in memory where the run
-    directory cannot be written."""
+    store, saved (with a warning that says so, unless the table was `just_built` and has no
+    files yet) and mapped, or kept in memory where the run directory cannot be written."""
     try:
         return map_index(store, info)
     except StaleArrays as why:
-        log.warning("rebuilding the index of %s from %s: %s", info.name, store, why)
+        if just_built and not index_folder(store, info.table_id).exists():
+            log.info("writing the index files of %s", info.name)
+        else:
+            log.warning("rebuilding the index of %s from %s: %s", info.name, store, why)
     started = time.perf_counter()
     index = NgramIndex.load(con, info.gamma, info.positional)
     try:
@@ -132,5 +137,5 @@ def write_run_indexes(con: duckdb.DuckDBPyConnection, store: Path) -> list[Path]
     calls this after building, so that the service only maps them); returns their folders."""
     tables = list_tables(con)
     for info in tables:
-        load_index(con, store, info)
+        load_index(con, store, info, just_built=True)
     return [index_folder(store, info.table_id) for info in tables]

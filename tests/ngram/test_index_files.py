@@ -54,10 +54,16 @@ def loaded(store: Path, info: TableInfo) -> NgramIndex:
         return load_index(con, store, info)
 
 
-def test_index_round_trips_through_its_files(store: Path) -> None:
-    with open_store(store, read_only=True) as con:
+def test_index_round_trips_through_its_files(store: Path, caplog: pytest.LogCaptureFixture) -> None:
+    logs = caplog.at_level(logging.INFO, logger="service.ngram.index_files")
+    with logs, open_store(store, read_only=True) as con:
         folders = write_run_indexes(con, store)
     assert sorted(p.name for p in index_root(store).iterdir()) == sorted(p.name for p in folders)
+    # a build's new tables have no files yet: that is no reason for a warning
+    assert [r.levelno for r in caplog.records if "index files of" in r.message] == [
+        logging.INFO
+    ] * 2
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     for info, expected in tables(store):
         mapped = map_index(store, info)
         assert mapped.info == info
