@@ -5,20 +5,26 @@ small HTTP helpers for the live server."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import duckdb
 import httpx
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 from models import GammaARVM
+from service.cli import main
 from service.latents.bits import pack_bits
 from service.latents.latent_set import LatentSet
 from service.ngram.build import build_table
@@ -29,6 +35,30 @@ from service.ngram.tokens import TokenGrids, tokens_to_bits
 from tests.live_server import LiveServer
 
 T = TypeVar("T")
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def latentgram(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`latentgram ARGS` through the console script's own entry point, in this process: its exit
+    status, stdout and stderr. The same code as the installed script runs, without the seconds
+    of start-up a subprocess pays for importing torch (tests/cli/test_commands.py runs the real
+    script where that is what is tested). `env` variables are set for the call alone; those
+    named with an empty value are unset."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (env or {}).items():
+            if value:
+                patch.setenv(name, value)
+            elif name in os.environ:
+                patch.delenv(name)
+        patch.setattr(sys, "argv", ["latentgram", *args])
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as code:
+            main()
+    return subprocess.CompletedProcess(
+        args, int(code.value.code or 0), out.getvalue(), err.getvalue()
+    )
+
 
 # --- the n-gram engine ------------------------------------------------------------------------
 

@@ -13,18 +13,18 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.helpers import latentgram
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_GPU = ROOT / "docker-compose.gpu.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
-LATENTGRAM = shutil.which("latentgram") or str(Path(sys.executable).parent / "latentgram")
 
 PREPARE = ["prepare", "--run", "/data/run"]
 SERVE = ["serve", "--run", "/data/run", "--host", "0.0.0.0", "--port", "8000"]
@@ -185,10 +185,7 @@ def test_gpu_override_reserves_nvidia_gpus(compose: tuple[list[str], bool]) -> N
 
 
 def _help(*args: str) -> str:
-    env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [LATENTGRAM, *args, "--help"], capture_output=True, text=True, env=env, timeout=120
-    )
+    done = latentgram(*args, "--help", env={"COLUMNS": "200"})
     assert done.returncode == 0, f"latentgram {' '.join(args)} --help failed:\n{done.stderr}"
     return done.stdout
 

@@ -4,18 +4,14 @@ are one line and exit 2 and leave the served table as it was."""
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import subprocess
-import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
 
-from service.cli import main
 from service.data.parquet import write_latents
 from service.files import file_sha256
 from service.latents.bits import pack_bits
@@ -23,22 +19,13 @@ from service.latents.latent_set import LatentSet
 from service.ngram.store import get_table, open_store
 from service.ngram.tokens import tokens_to_bits
 from service.run.paths import RunPaths
+from tests.helpers import latentgram
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`latentgram ARGS` with LATENTGRAM_BUILD_* set to `env` alone: its status and output."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in [k for k in os.environ if k.startswith("LATENTGRAM_BUILD_")]:
-            patch.delenv(name)
-        for name, value in env.items():
-            patch.setenv(name, value)
-        patch.setattr(sys, "argv", ["latentgram", *args])
-        out, err = io.StringIO(), io.StringIO()
-        with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as code:
-            main()
-    return subprocess.CompletedProcess(
-        args, int(code.value.code or 0), out.getvalue(), err.getvalue()
-    )
+    unset = {name: "" for name in os.environ if name.startswith("LATENTGRAM_BUILD_")}
+    return latentgram(*args, env={**unset, **env})
 
 
 @pytest.fixture(scope="module")

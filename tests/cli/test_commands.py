@@ -1,4 +1,7 @@
-"""The console script as a user runs it: real subprocesses, real files, one step per test."""
+"""The console script as a user runs it: real subprocesses, real files, one step per test. Refused
+commands run through the same entry point in this process (tests.helpers.latentgram): each
+subprocess would spend seconds importing torch before it refused; one refusal still goes through
+the installed script."""
 
 import json
 import shutil
@@ -12,6 +15,7 @@ from PIL import Image
 
 from service.data.parquet import read_latents
 from service.run.paths import RunPaths
+from tests.helpers import latentgram
 
 LATENTGRAM = shutil.which("latentgram") or str(Path(sys.executable).parent / "latentgram")
 
@@ -24,7 +28,7 @@ def test_help_explains_every_command() -> None:
     out = cli("--help").stdout
     for command in ("data", "train-ae", "encode", "decode", "prepare", "build", "sample", "tables"):
         assert command in out
-    train_help = cli("train-ae", "--help").stdout
+    train_help = latentgram("train-ae", "--help").stdout
     for option in ("--preset", "--epochs", "--resume", "--precision", "--sigma", "--source"):
         assert option in train_help
 
@@ -162,7 +166,7 @@ def test_refused_commands_say_why_and_change_nothing(
 ) -> None:
     paths = prepared[0]
     recorded = paths.run_json.read_text()
-    bad = cli(*args, "--run", str(paths.root))
+    bad = latentgram(*args, "--run", str(paths.root))
     assert bad.returncode == 2 and message in bad.stderr, bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
     assert paths.run_json.read_text() == recorded
@@ -180,10 +184,16 @@ def test_refused_commands_say_why_and_change_nothing(
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -> None:
-    result = cli(*args)
+    result = latentgram(*args)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_installed_script_refuses_in_one_line_with_exit_2() -> None:
+    result = cli("train-ae", "--precision", "fp8", "--run", "/tmp/x")
+    assert result.returncode == 2 and "precision must be one of" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
