@@ -24,8 +24,9 @@ import numpy as np
 
 from service.data.parquet import read_images, read_latents, write_images, write_latents
 from service.ngram.samples import SampleConfig
+from service.run.build import build_run_tables
 from service.run.paths import RunPaths
-from service.run.steps import build_run_tables, load_sampler
+from service.run.steps import load_sampler
 from service.training.arvm import recipe, train_run_arvm
 
 

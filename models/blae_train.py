@@ -10,63 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.blae import BLAE, binarize
+from models.blae_config import BLAETrainConfig
 from models.common import set_cosine_lr, shuffled_batches, to_unit
-from models.config import ModelConfig
-from models.device import PRECISIONS, autocast_for
-
-# The peak learning rate of presets that collapse at the default one: at 2e-3 the paper presets'
-# 1024- and 8196-wide 1×1 layers saturate the decoder's sigmoid within the first epoch (every
-# image decodes to the same 6.8 dB picture); at 2e-4 they train (measured on 1,000 images).
-PRESET_LR: dict[str, float] = {"paper-t4": 2e-4, "paper-t5": 2e-4}
-
-
-@dataclass(frozen=True)
-class BLAETrainConfig(ModelConfig):
-    epochs: int = 7  # passes over the training split (the default run: ~9 min on 2 CPU cores)
-    batch_size: int = 64  # images per step: on a CPU, more steps of fewer images learn faster
-    lr: float = 2e-3  # peak Adam learning rate, decayed along a cosine; paper presets need ~2e-4
-    seed: int = 0  # weight init, shuffles and noise all derive from it
-    precision: str = "auto"  # "fp32", "bf16" (autocast), or "auto": bf16 where the hardware has it
-    eval_batch_size: int = 1024  # images per forward pass during evaluation
-    # tanh gain at the first step, rising geometrically to the model's code_gain at the last
-    # (annealing, as in HashNet): a low gain early keeps codes trainable, a high one at the end
-    # makes them binary. None keeps the model's gain throughout.
-    code_gain_start: float | None = 5.0
-    # After the last epoch, this share of an epoch trains the decoder alone on hard-binarized
-    # codes: stored latents are binary, so that is the input the decoder will serve. A decoder
-    # step costs about half a full one and gains more PSNR (binary) late in training.
-    decoder_polish: float = 0.5
-    polish_lr: float = 3e-4  # peak Adam learning rate of the polish, cosine-decayed
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs and batch_size must be ≥ 1 and lr > 0")
-        if self.decoder_polish < 0 or self.polish_lr <= 0:
-            raise ValueError("decoder_polish must be ≥ 0 and polish_lr > 0")
-
-    @classmethod
-    def for_preset(cls, preset: str, **fields: Any) -> BLAETrainConfig:
-        """The config for a BL-AE preset: its own learning rate unless `lr` is given."""
-        if fields.get("lr") is None:
-            fields["lr"] = PRESET_LR.get(preset, cls.lr)
-        return cls(**fields)
-
-    def steps_per_epoch(self, images: int) -> int:
-        """Optimizer steps in one pass over `images` training images (the last batch short)."""
-        return -(-images // self.batch_size)
-
-    def polish_steps(self, images: int) -> int:
-        """Decoder-only steps after the last epoch, for `images` training images."""
-        return -(-round(images * self.decoder_polish) // self.batch_size)
+from models.device import autocast_for
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ from typing import Any, TypeVar
 
 C = TypeVar("C", bound="ModelConfig")
 
+NOISE_KINDS = ("triangular", "gaussian")  # the BL-AE's training noise (models/noise.py)
+PRECISIONS = ("auto", "fp32", "bf16")  # how a model trains (models/device.py)
+
 
 class ModelConfig:
     """Mixin for frozen dataclass configs: to and from the JSON stored beside the weights."""

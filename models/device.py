@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+from models.config import PRECISIONS
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-NOISE_KINDS = ("triangular", "gaussian")
+from models.config import NOISE_KINDS
 
 
 def triangular_noise(

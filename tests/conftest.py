@@ -18,8 +18,9 @@ from service.ngram.build import build_table
 from service.ngram.histograms import table_histograms
 from service.ngram.index import NgramIndex
 from service.ngram.store import open_store
+from service.run.build import build_run_tables
 from service.run.paths import RunPaths
-from service.run.steps import build_run_tables, encode_run
+from service.run.steps import encode_run
 from service.training.arvm import histogram_set, recipe, train_run_arvm
 from service.training.autoencoder import train_run_autoencoder
 from tests.helpers import SMALL_CHANNELS, SMALL_GRID, SmallTables, grids_from_tokens

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,3 +84,16 @@ def test_functions_read_in_one_sitting(package: str) -> None:
             if lines > MAX_FUNCTION_LINES and not command:
                 long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert long == []
+
+
+def test_the_command_line_and_the_build_start_without_torch() -> None:
+    """Importing torch takes seconds: `latentgram --help`, `build` and the refusals of bad input
+    must not pay for it (the commands that run a network import it themselves)."""
+    code = (
+        "import sys, service.cli, service.run.build, models\n"
+        "models.PRESETS, models.BLAETrainConfig\n"
+        "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -9,8 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from service.evaluation.nearest import NearestBy
 from service.latents.bits import TextEncoding as Encoding
-from service.ngram.modes import Mode
-from service.ngram.samples import MAX_TEMPERATURE, MIN_TEMPERATURE
+from service.ngram.samples import MAX_TEMPERATURE, MIN_TEMPERATURE, Mode
 
 # The largest integer every JSON reader keeps exactly (a JavaScript number, a schema validator's
 # double): a bound above it cannot be checked by a client.

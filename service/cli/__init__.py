@@ -9,6 +9,10 @@ latentgram --help                           # all commands
 - sampling.py     train-arvm, sample
 - pipeline.py     prepare
 - serving.py      report, serve
+
+Modules that import torch or matplotlib are imported inside the commands that run them, so that
+`latentgram --help`, `build` and every refusal of bad input answer in about a second, not five
+(tests/test_layout.py holds the command line to that).
 """
 
 # Commands register as their modules are imported, in the order `latentgram --help` lists them.

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from models import BLAETrainConfig
-from models.blae_ablation import AblationConfig
-from models.noise import NOISE_KINDS
+from models.blae_config import SIGMAS
+from models.config import NOISE_KINDS
 from service.cli.app import (
     ClassesOpt,
     DeviceOpt,
@@ -27,12 +27,10 @@ from service.data.images import make_grid, save_png
 from service.data.parquet import read_latents
 from service.data.sources import DataSpec, describe
 from service.errors import InvalidInputError
-from service.evaluation.ablation import SIGMAS, sigma_ablation
-from service.latents.codec import decode_packed
-from service.run.models import load_blae
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
-from service.run.steps import encode_run, select_latents
-from service.training.autoencoder import TrainingSummary, train_run_autoencoder
+
+if TYPE_CHECKING:
+    from service.training.autoencoder import TrainingSummary
 
 
 @app.command()
@@ -90,6 +88,8 @@ def train_ae(
     ] = False,
 ) -> None:
     """Train the Binary Latent Autoencoder; metrics, curve and checkpoints go to the run."""
+    from service.training.autoencoder import train_run_autoencoder
+
     overrides = {
         k: v
         for k, v in dict(
@@ -142,6 +142,9 @@ def ablate_sigma(
 ) -> None:
     """Theorem 3.3's σ ablation: freeze the run's encoder, train a fresh decoder for each noise
     kind and σ, and plot reconstruction PSNR against σ (reports/sigma-ablation.png)."""
+    from models.blae_ablation import AblationConfig
+    from service.evaluation.ablation import sigma_ablation
+
     try:
         scales = [float(part) for part in sigmas.split(",")]
     except ValueError:
@@ -165,6 +168,8 @@ def encode(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 1024,
 ) -> None:
     """Encode the run's images with its BL-AE into images.parquet and latents.parquet."""
+    from service.run.steps import encode_run
+
     summary = encode_run(RunPaths(run), device=device, batch_size=batch_size)
     emit(f"encoded: {RunPaths(run).latents}", asdict(summary))
 
@@ -180,6 +185,10 @@ def decode(
     limit: Annotated[int, typer.Option(help="Decode the first N latents.", min=1)] = 64,
 ) -> None:
     """Decode latents back into images through the run's BL-AE."""
+    from service.latents.codec import decode_packed
+    from service.run.models import load_blae
+    from service.run.steps import select_latents
+
     paths = RunPaths(run)
     model = load_blae(paths).model
     chosen = select_latents(

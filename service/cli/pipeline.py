@@ -25,10 +25,8 @@ from service.cli.tables import table_figures
 from service.data.images import make_grid, save_png
 from service.data.sources import DataSpec
 from service.ngram.samples import SampleConfig
+from service.run.build import build_run_tables
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
-from service.run.steps import build_run_tables, encode_run, sample_run
-from service.training.arvm import recipe, train_run_arvm
-from service.training.autoencoder import train_run_autoencoder
 
 
 @app.command()
@@ -52,6 +50,10 @@ def prepare(
 ) -> None:
     """Run the whole pipeline with defaults: data → BL-AE → encode → n-gram tables → γ-ARVMs →
     samples."""
+    from service.run.steps import encode_run, sample_run
+    from service.training.arvm import recipe, train_run_arvm
+    from service.training.autoencoder import train_run_autoencoder
+
     paths = RunPaths(run)
     training = train_run_autoencoder(
         paths,

@@ -13,11 +13,9 @@ from service.cli.app import DeviceOpt, RunOpt, app, emit, parse_int_list
 from service.data.images import make_grid, save_png
 from service.data.parquet import write_latents
 from service.errors import InvalidInputError
-from service.ngram.modes import parse_mode
-from service.ngram.samples import SampleConfig
+from service.ngram.samples import SampleConfig, parse_mode
+from service.run.build import built_gammas
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
-from service.run.steps import built_gammas, sample_run, samples_as_latents
-from service.training.arvm import recipe, train_run_arvm
 
 
 @app.command("train-arvm")
@@ -54,6 +52,8 @@ def train_arvm_command(
 ) -> None:
     """Train the γ-ARVM (count-weighted KL to the table's histograms) for each γ; checkpoint,
     metrics per epoch and contexts/s go to the run."""
+    from service.training.arvm import recipe, train_run_arvm
+
     chosen = recipe(
         use,
         max_epochs=max_epochs,
@@ -100,6 +100,8 @@ def sample(
     ] = False,
 ) -> None:
     """Draw samples; writes a PNG grid of the finished ones and their latents as Parquet."""
+    from service.run.steps import sample_run, samples_as_latents
+
     if out.suffix.lower() != ".png":
         raise InvalidInputError(f"--out must be a .png file (the latents go beside it), got {out}")
     paths = RunPaths(run)

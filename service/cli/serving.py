@@ -9,16 +9,13 @@ from typing import Annotated
 import typer
 
 from service.cli.app import RunOpt, app, emit, parse_int_list
-from service.evaluation.likelihood import LIKELIHOOD_JSON, LIKELIHOOD_PLOT, evaluate_run
-from service.evaluation.report import (
+from service.evaluation.report_config import (
     REPORT_JSON,
     REPORT_MODES,
     REPORT_PLOT,
     ReportConfig,
-    build_report,
     parse_modes,
 )
-from service.run.loaded import LoadedRun
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
 
 
@@ -48,6 +45,9 @@ def report(
 ) -> None:
     """Memorization report: how often samples copy training images, per γ and mode, beside a
     held-out baseline; JSON, plots and sample sheets in the run's reports/ folder."""
+    from service.evaluation.report import build_report
+    from service.run.loaded import LoadedRun
+
     config = ReportConfig(
         samples=samples,
         gammas=parse_int_list(gamma, "--gamma"),
@@ -113,6 +113,8 @@ def evaluate(
 ) -> None:
     """Held-out likelihood: bits per token on test and training windows for each γ, for the
     unigram, the smoothed n-gram, the γ-ARVM and the two interpolated; with the gap."""
+    from service.evaluation.likelihood import LIKELIHOOD_JSON, LIKELIHOOD_PLOT, evaluate_run
+
     paths = RunPaths(run)
     figures = evaluate_run(paths, images=images)
     emit(

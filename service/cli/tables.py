@@ -13,8 +13,8 @@ from service.ngram.index import NgramIndex
 from service.ngram.migrations import migrate as apply_migrations
 from service.ngram.migrations import status as migration_status
 from service.ngram.store import TableInfo, list_tables, open_store
+from service.run.build import build_run_tables
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
-from service.run.steps import build_run_tables
 from service.settings import BuildSettings
 
 

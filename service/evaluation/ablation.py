@@ -16,7 +16,8 @@ import torch
 from tqdm import tqdm
 
 from models.blae_ablation import AblationConfig, ablation_point, retrain_decoder
-from models.noise import NOISE_KINDS
+from models.blae_config import SIGMAS
+from models.config import NOISE_KINDS
 from service.data.parquet import read_images
 from service.data.sources import first_per_class_round
 from service.errors import InvalidInputError
@@ -25,7 +26,6 @@ from service.files import atomic_path
 from service.run.models import load_blae
 from service.run.paths import RunPaths
 
-SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # the paper's figure 4
 ABLATION_JSON = "sigma-ablation.json"
 ABLATION_PLOT = "sigma-ablation.png"
 

@@ -34,38 +34,18 @@ from service.evaluation.likelihood import evaluate_likelihood
 from service.evaluation.nearest import MEMORIZED_PSNR_DB, NearestIndex
 from service.evaluation.pixels import PixelIndex, psnr_from_squared_error
 from service.evaluation.plots import plot_memorization, plot_psnr_histograms
+from service.evaluation.report_config import REPORT_JSON, REPORT_PLOT, ReportConfig
 from service.evaluation.sheets import PairCaption, write_sheet
 from service.files import write_atomic
-from service.ngram.modes import Mode, parse_mode
-from service.ngram.samples import SampleConfig
+from service.ngram.samples import Mode, SampleConfig
 from service.run.loaded import LoadedRun
 from service.training.classifier import ClassifierCheckpoint, ensure_classifier
 
 log = logging.getLogger(__name__)
 
-REPORT_JSON = "memorization.json"  # in the run's reports/ folder
-REPORT_PLOT = "memorization-vs-gamma.png"
 HISTOGRAM_PLOT = "nearest-psnr-histograms.png"
-REPORT_MODES: tuple[Mode, ...] = ("exact", "hybrid", "neural")
 PSNR_EDGES = [*range(0, 51), 101]  # 1 dB bins up to 50 dB, then one bin up to the 100 dB cap
 SHEET_PAIRS = 32  # samples per sheet, each beside its nearest training image
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    samples: int = 1000  # per γ and mode
-    gammas: tuple[int, ...] | None = None  # None: every non-positional table built
-    modes: tuple[Mode, ...] = REPORT_MODES
-    seed: int = 0
-    budget: int = 1000  # search steps per exact sample
-    inception: Path | None = None  # inception-2015-12-05.pt, for the standard FID
-
-    def __post_init__(self) -> None:
-        if self.samples < 2:
-            raise InvalidInputError(f"samples must be ≥ 2, got {self.samples}")
-        unknown = set(self.modes) - set(REPORT_MODES)
-        if unknown or not self.modes:
-            raise InvalidInputError(f"modes must be among {', '.join(REPORT_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -322,9 +302,3 @@ def write_report(folder: Path, report: dict[str, Any]) -> None:
     plot_memorization(report, folder / REPORT_PLOT)
     plot_psnr_histograms(report, folder / HISTOGRAM_PLOT)
     write_atomic(folder / REPORT_JSON, json.dumps(report, indent=2, allow_nan=False))
-
-
-def parse_modes(text: str | None) -> tuple[Mode, ...]:
-    if not text:
-        return REPORT_MODES
-    return tuple(parse_mode(part.strip()) for part in text.split(",") if part.strip())

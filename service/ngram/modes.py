@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -23,8 +22,10 @@ from service.ngram.exact import ExactSampler
 from service.ngram.index import NgramIndex
 from service.ngram.samples import (
     FAILED_UNKNOWN,
+    MODES,
     NEURAL,
     UNFILLED,
+    Mode,
     SampleBatch,
     SampleConfig,
     uniform,
@@ -32,17 +33,7 @@ from service.ngram.samples import (
 from service.ngram.store import missing_table_message
 from service.ngram.windows import check_gamma_fits, context_keys, gather_contexts, pad_grids
 
-Mode = Literal["exact", "backoff", "hybrid", "neural"]  # the one list of sampling modes
-MODES: tuple[Mode, ...] = get_args(Mode)
 _WALK_STEP = 1 << 40  # offsets the walk's random counters from the exact search's
-
-
-def parse_mode(text: str) -> Mode:
-    """A user's mode name, or InvalidInputError listing the modes."""
-    for mode in MODES:
-        if text == mode:
-            return mode
-    raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {text!r}")
 
 
 @dataclass

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Literal, get_args
 
 import numpy as np
 
 from service.errors import InvalidInputError
 from service.ngram.windows import splitmix64
 
+Mode = Literal["exact", "backoff", "hybrid", "neural"]  # the one list of sampling modes
+MODES: tuple[Mode, ...] = get_args(Mode)
 MAX_TEMPERATURE = 20.0
 MIN_TEMPERATURE = 0.05  # below this count^(1/T) is a hard argmax in float64 anyway
 FAILED_BUDGET = "budget"  # the search used its budget of steps before finishing
@@ -20,6 +23,14 @@ FAILED_DEADLINE = "deadline"  # the request's time ran out before the search rea
 FAILED_UNKNOWN = "unknown context"  # backoff without a network met a context no table knows
 NEURAL = 0  # `answered_by` of a position the γ-ARVM filled
 UNFILLED = -1  # `answered_by` of a position a failed sample never reached
+
+
+def parse_mode(text: str) -> Mode:
+    """A user's mode name, or InvalidInputError listing the modes."""
+    for mode in MODES:
+        if text == mode:
+            return mode
+    raise InvalidInputError(f"mode must be one of {', '.join(MODES)}, got {text!r}")
 
 
 @dataclass(frozen=True)

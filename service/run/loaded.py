@@ -32,8 +32,8 @@ from service.latents.codec import decode_bits, encode_images
 from service.latents.latent_set import LatentSet
 from service.ngram.index import NgramIndex
 from service.ngram.index_files import load_index
-from service.ngram.modes import Mode, Sampler
-from service.ngram.samples import SampleConfig
+from service.ngram.modes import Sampler
+from service.ngram.samples import Mode, SampleConfig
 from service.ngram.store import TableInfo, list_tables, open_store, upgrade_store
 from service.ngram.tokens import tokens_to_bits
 from service.run.models import has_arvm, load_arvm, load_blae

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from service.evaluation.report import REPORT_JSON, REPORT_PLOT
+from service.evaluation.report_config import REPORT_JSON, REPORT_PLOT
 from service.run.paths import RunPaths
 from tests.live_server import LiveServer, start_server, wait_ready
 

@@ -14,18 +14,12 @@ from PIL import Image
 
 from service.errors import InvalidInputError
 from service.evaluation.pixels import PSNR_CAP_DB
-from service.evaluation.report import (
-    REPORT_JSON,
-    REPORT_PLOT,
-    ClosenessMeter,
-    ReportConfig,
-    baseline_rows,
-    build_report,
-)
+from service.evaluation.report import ClosenessMeter, baseline_rows, build_report
+from service.evaluation.report_config import REPORT_JSON, REPORT_PLOT, ReportConfig
 from service.ngram.samples import SampleConfig
+from service.run.build import build_run_tables
 from service.run.loaded import LoadedRun
 from service.run.paths import RunPaths
-from service.run.steps import build_run_tables
 from tests.helpers import StandInInception
 from tests.live_server import start_server, wait_ready
 

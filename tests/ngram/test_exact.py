@@ -14,8 +14,8 @@ from service.ngram.index import NgramIndex
 from service.ngram.samples import FAILED_BUDGET, SampleConfig
 from service.ngram.store import open_store
 from service.ngram.tokens import bits_to_tokens
+from service.run.build import build_run_tables
 from service.run.paths import RunPaths
-from service.run.steps import build_run_tables
 from tests.helpers import brute_force_histograms, index_of, window_at
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidInputError, RunError
-from service.ngram.modes import Mode, Sampler
-from service.ngram.samples import NEURAL, SampleConfig
+from service.ngram.modes import Sampler
+from service.ngram.samples import NEURAL, Mode, SampleConfig
 from service.ngram.windows import context_size
 from tests.helpers import SMALL_CHANNELS, SMALL_GRID, SmallTables, brute_force_histograms, window_at
 

@@ -16,8 +16,8 @@ import pytest
 
 from service.ngram.build import build_table
 from service.ngram.index import NgramIndex
-from service.ngram.modes import Mode, Sampler
-from service.ngram.samples import SampleBatch, SampleConfig
+from service.ngram.modes import Sampler
+from service.ngram.samples import Mode, SampleBatch, SampleConfig
 from service.ngram.store import open_store
 from service.ngram.tokens import TokenGrids
 

@@ -14,9 +14,10 @@ from models import BLAETrainConfig
 from service.checkpoint import config_path
 from service.data.sources import DataSpec
 from service.errors import InvalidInputError, RunError
+from service.run.build import build_run_tables
 from service.run.paths import RunPaths
 from service.run.record import read_run_json
-from service.run.steps import build_run_tables, encode_run
+from service.run.steps import encode_run
 from service.training.autoencoder import train_run_autoencoder
 
 CONFIG = BLAETrainConfig(epochs=1, batch_size=64, seed=0, precision="fp32")

@@ -6,8 +6,8 @@ from typing import Any
 
 from service.api.common import v1_router
 from service.api.deps import RunDep, SettingsDep
-from service.evaluation.report import REPORT_JSON
-from service.ngram.modes import MODES
+from service.evaluation.report_config import REPORT_JSON
+from service.ngram.samples import MODES
 
 router = v1_router()
 

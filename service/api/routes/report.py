@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse, Response
 
 from service.api.common import v1_router
 from service.api.deps import RunDep
-from service.evaluation.report import REPORT_JSON, REPORT_PLOT
+from service.evaluation.report_config import REPORT_JSON, REPORT_PLOT
 
 router = v1_router()
 
