@@ -87,11 +87,12 @@ class TableSource:
     images: int
 
 
-def counted_chunk(grids: TokenGrids, gamma: int, positional: bool) -> ChunkCounts:
+def counted_chunk(grids: TokenGrids, gamma: int, positional: bool, threads: int = 1) -> ChunkCounts:
     """The histogram rows and distinct contexts of a chunk of whole images, counted where the
-    grids are (ngram/counting.py); RunError when two contexts share a hash key."""
+    grids are (ngram/counting.py) on `threads` threads; RunError when two contexts share a hash
+    key."""
     counted, collision = count_chunk(
-        grids.tokens, grids.image_ids, gamma, grids.pad, positional=positional
+        grids.tokens, grids.image_ids, gamma, grids.pad, positional=positional, threads=threads
     )
     if collision:
         raise RunError(COLLISION)
@@ -259,12 +260,15 @@ def _count_chunks(
     chunk_windows: int,
 ) -> tuple[TableShape, int, int]:
     """Count every chunk of the grids for each γ into that γ's spill, on a thread per core
-    (the counting is compiled and releases the GIL), two chunks in flight. Returns the grids'
-    shape and the windows (per γ) and images counted."""
+    (the counting is compiled and releases the GIL), two chunks in flight. A chunk counted while
+    no other is splits its γs' counting over the cores left (a single chunk of one γ would use
+    one core: at 1×, γ = 7, its counting was half the build). Returns the grids' shape and the
+    windows (per γ) and images counted."""
     shape: TableShape | None = None
     windows = images = 0
     in_flight: deque[list[Future[ChunkCounts]]] = deque()
-    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+    cores = len(os.sched_getaffinity(0))
+    with ThreadPoolExecutor(cores) as pool:
 
         def collect(keep: int) -> None:
             while len(in_flight) > keep:
@@ -279,7 +283,10 @@ def _count_chunks(
             per_chunk = images_per_chunk(shape.height, shape.width, chunk_windows)
             for chunk in in_chunks(part, per_chunk):
                 windows, images = windows + chunk.tokens.size, images + len(chunk)
-                in_flight.append([pool.submit(counted_chunk, chunk, g, positional) for g in spills])
+                threads = 1 if in_flight else max(1, cores // len(spills))
+                in_flight.append(
+                    [pool.submit(counted_chunk, chunk, g, positional, threads) for g in spills]
+                )
                 collect(keep=1)
         collect(keep=0)
     if shape is None:

@@ -23,7 +23,10 @@ merge checks the keys across chunks by the same second hashes.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, cast
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 from numba import njit
@@ -32,6 +35,7 @@ from service.ngram.depth_first import NO_POSITION, splitmix64, table_size
 from service.ngram.windows import _GOLDEN, _MIX1, _MIX2, context_offsets, pad_grids, token_dtype
 
 compiled = cast(Any, njit)(cache=True, nogil=True)
+T = TypeVar("T")
 
 _EMPTY = -1
 _CHECK_SEED = np.uint64(0xD1B54A32D192ED03)  # the second hash starts elsewhere and mixes apart
@@ -217,24 +221,59 @@ def _context_tokens(
 
 
 def count_chunk(
-    tokens: np.ndarray, image_ids: np.ndarray, gamma: int, pad: int, *, positional: bool = False
+    tokens: np.ndarray,
+    image_ids: np.ndarray,
+    gamma: int,
+    pad: int,
+    *,
+    positional: bool = False,
+    threads: int = 1,
 ) -> tuple[ChunkCounts, bool]:
     """The histogram of every γ-window of the (N, H, W) token grids, and whether two different
     contexts share a key. Keys are windows.context_keys's, with positions for positional
-    tables."""
+    tables. With `threads` > 1 the hashing is split by images, the counting by partitions and
+    the contexts' tokens by contexts over that many threads (a build with nothing else to count
+    would use one core): the output is the same, as each keeps its order when put back
+    together."""
     _, h, w = tokens.shape
     r, offsets = (gamma - 1) // 2, context_offsets(gamma)
     padded = pad_grids(tokens.astype(token_dtype(pad), copy=False), gamma, pad)
-    keys, checks = _hash_windows(padded, offsets, r, positional)
+    hashed = _on_threads(
+        lambda lo, hi: _hash_windows(padded[lo:hi], offsets, r, positional),
+        np.linspace(0, len(padded), threads + 1).astype(np.int64),
+    )
+    keys, checks = (np.concatenate(parts) for parts in zip(*hashed, strict=True))
     bits = max(KEY_BUCKET_BITS, int(np.log2(max(len(keys), 1) / _PARTITION_WINDOWS)))
     ids = np.ascontiguousarray(image_ids, np.int64)
     records, starts = _partition(padded, ids, keys, checks, r, bits)
-    hist, context_keys, context_checks, first, collision = _count(records, starts)
+    # partitions cut where each thread gets about as many windows
+    cuts = np.searchsorted(starts, np.linspace(0, len(records), threads + 1)).astype(np.int64)
+    cuts[0], cuts[-1] = 0, len(starts) - 1
+    counted = _on_threads(
+        lambda a, b: _count(records[starts[a] : starts[b]], starts[a : b + 1] - starts[a]), cuts
+    )
+    hist, context_keys, context_checks, first = (
+        np.concatenate(parts) for parts in zip(*(c[:4] for c in counted), strict=True)
+    )
+    context_tokens = _on_threads(  # a read from a random image per context: split them too
+        lambda a, b: _context_tokens(padded, offsets, r, first[a:b]),
+        np.linspace(0, len(first), threads + 1).astype(np.int64),
+    )
     chunk = ChunkCounts(
         np.ascontiguousarray(hist[:, :_LAST]),
         context_keys,
         context_checks,
-        _context_tokens(padded, offsets, r, first),
+        np.concatenate(context_tokens),
         first % (h * w) if positional else None,
     )
-    return chunk, bool(collision)
+    return chunk, any(c[4] for c in counted)
+
+
+def _on_threads(work: Callable[[int, int], T], bounds: np.ndarray) -> list[T]:
+    """work(bounds[i], bounds[i + 1]) for each i, each on its own thread when there are several
+    (the compiled passes release the GIL), in order."""
+    ranges = [(int(a), int(b)) for a, b in pairwise(bounds)]
+    if len(ranges) == 1:
+        return [work(*ranges[0])]
+    with ThreadPoolExecutor(len(ranges)) as pool:
+        return list(pool.map(lambda ab: work(*ab), ranges))

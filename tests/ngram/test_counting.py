@@ -53,3 +53,18 @@ def test_a_key_whose_windows_hash_apart_is_a_collision() -> None:
 def test_no_windows_count_to_nothing() -> None:
     counted, collision = count_chunk(np.zeros((0, 4, 4), np.int64), np.zeros(0), 5, pad=4)
     assert len(counted.keys) == len(counted.context_keys) == 0 and not collision
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_counting_on_several_threads_gives_the_same_output(positional: bool) -> None:
+    """Split by images to hash and by partitions to count, put back in order: every array is
+    the one-thread one, row for row (the merge and the store rely on its order)."""
+    rng = np.random.default_rng(3)
+    for images, threads in ((2_000, 2), (2_000, 3), (3, 5)):  # 3 images: some threads get none
+        tokens = rng.integers(0, 4, (images, 4, 4))
+        ids = rng.permutation(images)
+        one, _ = count_chunk(tokens, ids, 3, pad=4, positional=positional)
+        many, collision = count_chunk(tokens, ids, 3, pad=4, positional=positional, threads=threads)
+        assert not collision
+        for mine, theirs in zip(many, one, strict=True):
+            np.testing.assert_array_equal(mine, theirs)
