@@ -97,16 +97,16 @@ BUILD_SCRIPT = textwrap.dedent(
     import sys
     from pathlib import Path
     import numpy as np
-    from tests.helpers import grids_from_tokens
-    from service.ngram.build import BUILD_STAGES, build_table, index_memory_limit, limit_memory
+    from service.ngram.build import build_table
     from service.ngram.store import open_store
+    from service.ngram.tokens import TokenGrids
 
     def stop_at(stage):
         if stage == sys.argv[2]:  # say where the build is, then wait to be killed there
             print(stage, flush=True)
             sys.stdin.readline()
 
-    grids = grids_from_tokens(np.random.default_rng(1).integers(0, 256, (2000, 4, 4)), 8)
+    grids = TokenGrids(np.random.default_rng(1).integers(0, 256, (2000, 4, 4)), np.arange(2000), 8)
     con = open_store(Path(sys.argv[1]))
     build_table(con, grids, gamma=5, on_stage=stop_at)
     """
