@@ -1,7 +1,7 @@
 """The console script as a user runs it: real subprocesses, real files, one step per test. Refused
-commands run through the same entry point in this process (tests.helpers.latentgram): each
-subprocess would spend seconds importing torch before it refused; one refusal still goes through
-the installed script."""
+commands, and a command's second run, go through the same entry point in this process
+(tests.helpers.latentgram): each subprocess would spend seconds importing torch; one refusal
+still goes through the installed script."""
 
 import json
 import shutil
@@ -89,7 +89,7 @@ def test_decode_to_a_grid_or_one_file_per_id(
     grid = cli("decode", "--run", run, "--limit", "16", "--out", str(tmp_path / "grid.png"))
     assert grid.returncode == 0, grid.stderr
     assert Image.open(tmp_path / "grid.png").size == (4 * 30 - 2, 4 * 30 - 2)
-    files = cli("decode", "--run", run, "--ids", "3,5", "--out", str(tmp_path / "each"))
+    files = latentgram("decode", "--run", run, "--ids", "3,5", "--out", str(tmp_path / "each"))
     assert files.returncode == 0, files.stderr
     assert sorted(p.name for p in (tmp_path / "each").iterdir()) == ["3.png", "5.png"]
 
@@ -111,7 +111,7 @@ def test_global_gamma_samples_copy_training_latents_reproducibly(
     sampled = read_latents(out.with_suffix(".parquet"))
     training = {bytes(p) for p in read_latents(paths.latents).packed}
     assert len(sampled) == 9 and all(bytes(p) in training for p in sampled.packed)  # γ=7 copies
-    again = cli(*args, "--out", str(out))
+    again = latentgram(*args, "--out", str(out))  # in this process: the seed alone decides
     assert again.returncode == 0
     np.testing.assert_array_equal(read_latents(out.with_suffix(".parquet")).packed, sampled.packed)
 
@@ -124,7 +124,7 @@ def test_migrate_status_shows_nothing_pending(prepared: tuple[RunPaths, str]) ->
 def test_a_starved_search_writes_an_empty_result(
     prepared: tuple[RunPaths, str], tmp_path: Path
 ) -> None:
-    starved = cli(
+    starved = latentgram(
         "sample", "--run", str(prepared[0].root), "--gamma", "3", "--budget", "1", "-n", "4",
         "--out", str(tmp_path / "none.png"),
     )  # fmt: skip
