@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import fields
 from pathlib import Path
 
@@ -132,10 +132,15 @@ def load_index(
     return index
 
 
-def write_run_indexes(con: duckdb.DuckDBPyConnection, store: Path) -> list[Path]:
+def write_run_indexes(
+    con: duckdb.DuckDBPyConnection,
+    store: Path,
+    wrap: Callable[[list[TableInfo]], Iterable[TableInfo]] = iter,
+) -> list[Path]:
     """Write the index files of every ready table of the store that lacks fresh ones (a build
-    calls this after building, so that the service only maps them); returns their folders."""
+    calls this after building, so that the service only maps them); returns their folders.
+    `wrap` goes around the tables, e.g. a progress bar."""
     tables = list_tables(con)
-    for info in tables:
+    for info in wrap(tables):
         load_index(con, store, info, just_built=True)
     return [index_folder(store, info.table_id) for info in tables]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import duckdb
@@ -76,7 +77,8 @@ def build_run_tables(
                 built = [_build_on_spark(paths, con, spark, g, positional) for g in steps]
             # the index files hold a table's arrays here: DuckDB needs less meanwhile
             limit_memory(con, index_memory_limit(settings.memory_limit), None)
-            write_run_indexes(con, paths.store)
+            bar = partial(tqdm, desc="write index files", unit="table", disable=not progress)
+            write_run_indexes(con, paths.store, bar)
     except duckdb.Error as exc:  # out of memory or disk past the limit: the old tables stay
         raise RunError(f"the build failed in DuckDB: {first_line(exc)}") from None
     finally:
