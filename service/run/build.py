@@ -120,7 +120,8 @@ def _build_on_duckdb(
     positional: bool,
     progress: bool,
 ) -> list[TableInfo]:
-    """Every γ's table in one pass over batches of the latents, with a bar over the images."""
+    """Every γ's table in one pass over batches of the latents, with a bar over the images, then
+    one over the tables as they are committed (a large one takes minutes)."""
     header = read_latents_header(paths.latents)
     _, height, width = header.shape
     bar = tqdm(
@@ -130,16 +131,21 @@ def _build_on_duckdb(
         unit_scale=True,
         disable=not progress,
     )
+    commits = tqdm(total=len(gammas), desc="commit tables", unit="table", disable=not progress)
 
     def batches() -> Iterator[TokenGrids]:
         for batch in iter_train_grids(paths.latents, images_per_chunk(height, width)):
             yield batch
             bar.update(len(batch))
 
-    with bar:
+    def on_stage(stage: str) -> None:
+        commits.update(stage == "committed")
+
+    with bar, commits:
         return build_tables(
-            con, batches(), gammas=gammas, positional=positional, run=str(paths.root)
-        )
+            con, batches(), gammas=gammas, positional=positional, run=str(paths.root),
+            on_stage=on_stage,
+        )  # fmt: skip
 
 
 def _build_on_spark(
