@@ -48,7 +48,6 @@ from service.ngram.build import (
     images_per_chunk,
     import_table,
     in_chunks,
-    windows_per_chunk,
 )
 from service.ngram.merge import context_batch, histogram_batch
 from service.ngram.store import TableInfo, table_name
@@ -211,7 +210,7 @@ def _histogram_batches(
     batches: Iterator[pa.RecordBatch], gamma: int, positional: bool, shape: tuple[int, int, int]
 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow: latents rows → their histogram rows, as a chunk of the DuckDB build's."""
-    for chunk in _grid_chunks(batches, shape, gamma):
+    for chunk in _grid_chunks(batches, shape):
         yield histogram_batch(counted_chunk(chunk, gamma, positional).rows)
 
 
@@ -220,7 +219,7 @@ def _context_batches(
 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow: latents rows → the distinct contexts of their windows, keys checked. Spark
     has no unsigned integers: the tokens (< 2^17) travel as int32."""
-    for chunk in _grid_chunks(batches, shape, gamma):
+    for chunk in _grid_chunks(batches, shape):
         counted = counted_chunk(chunk, gamma, positional)
         contexts = context_batch(
             counted.context_keys, counted.context_positions, counted.context_tokens
@@ -230,13 +229,12 @@ def _context_batches(
 
 
 def _grid_chunks(
-    batches: Iterator[pa.RecordBatch], shape: tuple[int, int, int], gamma: int
+    batches: Iterator[pa.RecordBatch], shape: tuple[int, int, int]
 ) -> Iterator[TokenGrids]:
     """The training grids of Arrow batches of latents rows, in non-empty chunks of the size the
-    DuckDB build would use for this γ alone."""
-    per_chunk = images_per_chunk(*shape[1:], windows_per_chunk((gamma,)))
+    DuckDB build uses."""
     for batch in batches:
-        for chunk in in_chunks(train_grids(batch, shape), per_chunk):
+        for chunk in in_chunks(train_grids(batch, shape), images_per_chunk(*shape[1:])):
             if len(chunk):
                 yield chunk
 
