@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
+from service.ngram import merge
 from service.ngram.counting import ChunkCounts, count_chunk
 from service.ngram.merge import SpilledCounts
 
@@ -90,3 +92,28 @@ def test_counts_per_pair_add_up_across_chunks(tmp_path: Path) -> None:
                     strict=True)) == expected  # fmt: skip
     assert set(rows.column("images").to_pylist()) == {6}
     assert set(rows.column("example_image").to_pylist()) == {7}
+
+
+def test_wide_contexts_are_merged_a_bounded_group_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At γ = 15 a context's 112 tokens outweigh its key, check and position: the groups are
+    sized by the tokens, so no batch holds much more than MERGE_GROUP_BYTES of them."""
+    tokens = np.random.default_rng(4).integers(0, 2, (400, 8, 8))
+    spill = SpilledCounts(tmp_path / "spill")
+    for a in range(0, 400, 100):
+        spill.add(count_chunk(tokens[a : a + 100], np.arange(a, a + 100), 15, pad=2)[0])
+    whole = SpilledCounts(tmp_path / "whole")
+    whole.add(count_chunk(tokens, np.arange(400), 15, pad=2)[0])
+    limit = 1 << 16
+    monkeypatch.setattr(merge, "MERGE_GROUP_BYTES", limit)
+    batches = list(spill.context_batches())
+    spilled_bytes = [b.num_rows * 112 * 2 for b in batches]  # the tokens, as spilled (uint16)
+    assert len(batches) > 4 and max(spilled_bytes) <= 2 * limit  # a group ends past its limit
+    merged, expected = (
+        pa.Table.from_batches(batches),
+        pa.Table.from_batches(whole.context_batches()),
+    )
+    assert sorted(merged.column("context_key").to_pylist()) == sorted(
+        expected.column("context_key").to_pylist()
+    )
