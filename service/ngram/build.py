@@ -36,7 +36,7 @@ from service.ngram.counting import ChunkCounts, count_chunk
 from service.ngram.merge import CONTEXT_SCHEMA, HISTOGRAM_SCHEMA, SpilledCounts, ahead
 from service.ngram.store import TableInfo, get_table, table_name
 from service.ngram.tokens import TokenGrids
-from service.ngram.windows import check_gamma
+from service.ngram.windows import check_gamma, context_size
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ StageHook = Callable[[str], None]
 # records, ~220 MB for 4 M) and its output at most as much again, for each γ of the two chunks
 # in flight; the default run's 960,000 windows are one chunk.
 CHUNK_WINDOWS = 1 << 22
+# Context tokens a chunk may hold: each distinct context keeps its K tokens (2 or 4 bytes each)
+# until the chunk is spilled, and K grows as γ² (4 at γ = 3, 480 at γ = 31), so a chunk has no
+# more windows than this over the sum of K of the γs counted. 16×16's seven tables (ΣK = 1,088)
+# in 4 M-window chunks peaked at 15.4 GB; the 4×4 default's three (ΣK = 40) stay one chunk.
+CHUNK_CONTEXT_TOKENS = 1 << 29
 COLLISION = "two different contexts share a 64-bit key: report this, it should not happen"
 # What DuckDB's memory_limit takes: a number and a unit (B, KB, MiB, GB, …) or a percentage.
 _MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B|bytes|%)?", re.IGNORECASE)
@@ -102,6 +107,12 @@ def counted_chunk(grids: TokenGrids, gamma: int, positional: bool, threads: int 
 def images_per_chunk(height: int, width: int, windows: int = CHUNK_WINDOWS) -> int:
     """Whole images whose windows make about `windows` rows."""
     return max(1, windows // (height * width))
+
+
+def windows_per_chunk(gammas: Iterable[int], windows: int = CHUNK_WINDOWS) -> int:
+    """At most `windows`, and few enough that a chunk's contexts of all the γs in `gammas`
+    hold at most CHUNK_CONTEXT_TOKENS tokens."""
+    return max(1, min(windows, CHUNK_CONTEXT_TOKENS // sum(map(context_size, gammas))))
 
 
 def in_chunks(grids: TokenGrids, images: int) -> Iterator[TokenGrids]:
@@ -215,6 +226,7 @@ def build_tables(
     started = time.perf_counter()
     with _spill_folder(con) as folder:
         spills = {gamma: SpilledCounts(folder / f"g{gamma}") for gamma in gammas}
+        chunk_windows = windows_per_chunk(gammas, chunk_windows)
         shape, windows, images = _count_chunks(grids, spills, positional, chunk_windows)
         stage("windows")
         load_share = (time.perf_counter() - started) / len(gammas)  # of each table's seconds

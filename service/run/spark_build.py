@@ -48,6 +48,7 @@ from service.ngram.build import (
     images_per_chunk,
     import_table,
     in_chunks,
+    windows_per_chunk,
 )
 from service.ngram.merge import context_batch, histogram_batch
 from service.ngram.store import TableInfo, table_name
@@ -210,7 +211,7 @@ def _histogram_batches(
     batches: Iterator[pa.RecordBatch], gamma: int, positional: bool, shape: tuple[int, int, int]
 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow: latents rows → their histogram rows, as a chunk of the DuckDB build's."""
-    for chunk in _grid_chunks(batches, shape):
+    for chunk in _grid_chunks(batches, shape, gamma):
         yield histogram_batch(counted_chunk(chunk, gamma, positional).rows)
 
 
@@ -219,7 +220,7 @@ def _context_batches(
 ) -> Iterator[pa.RecordBatch]:
     """mapInArrow: latents rows → the distinct contexts of their windows, keys checked. Spark
     has no unsigned integers: the tokens (< 2^17) travel as int32."""
-    for chunk in _grid_chunks(batches, shape):
+    for chunk in _grid_chunks(batches, shape, gamma):
         counted = counted_chunk(chunk, gamma, positional)
         contexts = context_batch(
             counted.context_keys, counted.context_positions, counted.context_tokens
@@ -229,12 +230,13 @@ def _context_batches(
 
 
 def _grid_chunks(
-    batches: Iterator[pa.RecordBatch], shape: tuple[int, int, int]
+    batches: Iterator[pa.RecordBatch], shape: tuple[int, int, int], gamma: int
 ) -> Iterator[TokenGrids]:
     """The training grids of Arrow batches of latents rows, in non-empty chunks of the size the
-    DuckDB build uses."""
+    DuckDB build would use for this γ alone."""
+    per_chunk = images_per_chunk(*shape[1:], windows_per_chunk((gamma,)))
     for batch in batches:
-        for chunk in in_chunks(train_grids(batch, shape), images_per_chunk(*shape[1:])):
+        for chunk in in_chunks(train_grids(batch, shape), per_chunk):
             if len(chunk):
                 yield chunk
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -11,9 +12,20 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidInputError, RunError
-from service.ngram.build import BUILD_STAGES, build_table, index_memory_limit, limit_memory
+from service.ngram import build
+from service.ngram.build import (
+    BUILD_STAGES,
+    CHUNK_CONTEXT_TOKENS,
+    CHUNK_WINDOWS,
+    build_table,
+    index_memory_limit,
+    limit_memory,
+    windows_per_chunk,
+)
 from service.ngram.index import NgramIndex
 from service.ngram.store import TableInfo, get_table, list_tables, open_store, read_rows
+from service.ngram.tokens import TokenGrids
+from service.ngram.windows import context_size
 from tests.helpers import brute_force_histograms, grids_from_tokens
 
 
@@ -202,6 +214,32 @@ def test_a_build_in_chunks_writes_the_rows_of_one_pass(
         assert table_rows(con, chunked) == expected
         assert figures(chunked) == figures(whole)
         assert chunked.table_id != whole.table_id and len(list_tables(con)) == 1
+
+
+def test_wide_windows_make_smaller_chunks_with_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk's contexts keep their K tokens each, K growing as γ²: the chunks of wide γs hold
+    fewer windows (16×16's seven tables in 4 M-window chunks peaked at 15.4 GB), and the rows
+    stay those of one chunk."""
+    assert windows_per_chunk((3, 5, 7)) == CHUNK_WINDOWS  # the 4×4 default: one chunk
+    for gammas in ((31,), (3, 5, 7, 11, 17, 27, 31)):
+        n = windows_per_chunk(gammas)
+        assert n < CHUNK_WINDOWS and n * sum(map(context_size, gammas)) <= CHUNK_CONTEXT_TOKENS
+    grids = grids_from_tokens(np.random.default_rng(3).integers(0, 2, (60, 8, 8)), 1)
+    with open_store(tmp_path / "s.duckdb") as con:
+        whole = table_rows(con, build_table(con, grids, gamma=15))
+        monkeypatch.setattr(build, "CHUNK_CONTEXT_TOKENS", 112 * 64 * 7)  # 7 images a chunk
+        sizes: list[int] = []
+        split = build.in_chunks
+
+        def recorded(grids: TokenGrids, images: int) -> Iterator[TokenGrids]:
+            sizes.append(images)
+            return split(grids, images)
+
+        monkeypatch.setattr(build, "in_chunks", recorded)
+        assert table_rows(con, build_table(con, grids, gamma=15)) == whole
+    assert sizes == [7]
 
 
 def test_a_build_of_many_chunks_stores_its_rows_in_key_order(tmp_path: Path) -> None:
