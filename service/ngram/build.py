@@ -51,7 +51,8 @@ CHUNK_WINDOWS = 1 << 22
 # Context tokens a chunk may hold: each distinct context keeps its K tokens (2 or 4 bytes each)
 # until the chunk is spilled, and K grows as γ² (4 at γ = 3, 480 at γ = 31), so a chunk has no
 # more windows than this over the sum of K of the γs counted. 16×16's seven tables (ΣK = 1,088)
-# in 4 M-window chunks peaked at 15.4 GB; the 4×4 default's three (ΣK = 40) stay one chunk.
+# in 4 M-window chunks held 11–12 GB while counting, 1–2 GB in these; the 4×4 default's three
+# (ΣK = 40) stay one chunk.
 CHUNK_CONTEXT_TOKENS = 1 << 29
 COLLISION = "two different contexts share a 64-bit key: report this, it should not happen"
 # What DuckDB's memory_limit takes: a number and a unit (B, KB, MiB, GB, …) or a percentage.

@@ -218,7 +218,7 @@ class SpilledCounts:
 
         # groups of about MERGE_GROUP_BYTES of the larger file: a context's tokens are 8 bytes
         # at γ = 3 but 960 at γ = 31, 40× its key, check and position (groups sized by those
-        # held 2.7 GB of tokens, copied twice: 16×16's γ = 31 build peaked at 14 GB)
+        # held up to 2.7 GB of tokens, copied twice: 16×16's build then peaked at 14 GB)
         widest = max(contexts, tokens, key=lambda f: f.width * f.dtype.itemsize)
         yield from ahead(map(merged, widest.groups()))
 
