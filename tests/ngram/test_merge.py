@@ -14,10 +14,12 @@ from service.ngram.counting import ChunkCounts, count_chunk
 from service.ngram.merge import SpilledCounts
 
 
-def _chunks(tokens: np.ndarray, ids: np.ndarray, cuts: list[int]) -> list[ChunkCounts]:
+def _chunks(
+    tokens: np.ndarray, ids: np.ndarray, cuts: list[int], gamma: int = 5, pad: int = 4
+) -> list[ChunkCounts]:
     bounds = [0, *cuts, len(tokens)]
     return [
-        count_chunk(tokens[a:b], ids[a:b], 5, pad=4, positional=True)[0]
+        count_chunk(tokens[a:b], ids[a:b], gamma, pad=pad, positional=True)[0]
         for a, b in itertools.pairwise(bounds)
     ]
 
@@ -99,21 +101,18 @@ def test_wide_contexts_are_merged_a_bounded_group_at_a_time(
 ) -> None:
     """At γ = 15 a context's 112 tokens outweigh its key, check and position: the groups are
     sized by the tokens, so no batch holds much more than MERGE_GROUP_BYTES of them."""
-    tokens = np.random.default_rng(4).integers(0, 2, (400, 8, 8))
+    tokens, ids = np.random.default_rng(4).integers(0, 2, (400, 8, 8)), np.arange(400)
     spill = SpilledCounts(tmp_path / "spill")
-    for a in range(0, 400, 100):
-        spill.add(count_chunk(tokens[a : a + 100], np.arange(a, a + 100), 15, pad=2)[0])
+    for chunk in _chunks(tokens, ids, [100, 200, 300], gamma=15, pad=2):
+        spill.add(chunk)
     whole = SpilledCounts(tmp_path / "whole")
-    whole.add(count_chunk(tokens, np.arange(400), 15, pad=2)[0])
+    whole.add(_chunks(tokens, ids, [], gamma=15, pad=2)[0])
     limit = 1 << 16
     monkeypatch.setattr(merge, "MERGE_GROUP_BYTES", limit)
     batches = list(spill.context_batches())
     spilled_bytes = [b.num_rows * 112 * 2 for b in batches]  # the tokens, as spilled (uint16)
     assert len(batches) > 4 and max(spilled_bytes) <= 2 * limit  # a group ends past its limit
-    merged, expected = (
-        pa.Table.from_batches(batches),
-        pa.Table.from_batches(whole.context_batches()),
-    )
-    assert sorted(merged.column("context_key").to_pylist()) == sorted(
+    expected = _merged(whole)[1]
+    assert sorted(pa.Table.from_batches(batches).column("context_key").to_pylist()) == sorted(
         expected.column("context_key").to_pylist()
     )
