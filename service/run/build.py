@@ -120,8 +120,9 @@ def _build_on_duckdb(
     positional: bool,
     progress: bool,
 ) -> list[TableInfo]:
-    """Every γ's table in one pass over batches of the latents, with a bar over the images, then
-    one over the tables as they are committed (a large one takes minutes)."""
+    """Every γ's table in one pass over batches of the latents, with a bar over the images, then,
+    once they are counted, one over the tables as they are committed (a large one takes
+    minutes)."""
     header = read_latents_header(paths.latents)
     _, height, width = header.shape
     bar = tqdm(
@@ -131,7 +132,7 @@ def _build_on_duckdb(
         unit_scale=True,
         disable=not progress,
     )
-    commits = tqdm(total=len(gammas), desc="commit tables", unit="table", disable=not progress)
+    commits: list[tqdm] = []  # opened when the counting's bar closes, not beneath it
 
     def batches() -> Iterator[TokenGrids]:
         for batch in iter_train_grids(paths.latents, images_per_chunk(height, width)):
@@ -139,13 +140,22 @@ def _build_on_duckdb(
             bar.update(len(batch))
 
     def on_stage(stage: str) -> None:
-        commits.update(stage == "committed")
+        if stage == "windows":
+            bar.close()
+            commits.append(tqdm(total=len(gammas), desc="commit tables", unit="table",
+                                disable=not progress))  # fmt: skip
+        elif stage == "committed":
+            commits[0].update()
 
-    with bar, commits:
-        return build_tables(
-            con, batches(), gammas=gammas, positional=positional, run=str(paths.root),
-            on_stage=on_stage,
-        )  # fmt: skip
+    try:
+        with bar:
+            return build_tables(
+                con, batches(), gammas=gammas, positional=positional, run=str(paths.root),
+                on_stage=on_stage,
+            )  # fmt: skip
+    finally:
+        for opened in commits:
+            opened.close()
 
 
 def _build_on_spark(
