@@ -116,3 +116,18 @@ def test_wide_contexts_are_merged_a_bounded_group_at_a_time(
     assert sorted(pa.Table.from_batches(batches).column("context_key").to_pylist()) == sorted(
         expected.column("context_key").to_pylist()
     )
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 33, 5000])
+def test_a_buckets_rows_are_sorted_by_key_then_token(rows: int) -> None:
+    """Keys of both signs, keys that differ in their low bits only, and a key with more tokens
+    than insertion is left to sort: the order of np.lexsort, whatever the rows' count."""
+    rng = np.random.default_rng(rows)
+    keys = rng.integers(-(2**63), 2**63 - 1, rows, dtype=np.int64)
+    keys[: rows // 3] = keys[0] if rows else keys[: rows // 3]  # one context, many tokens
+    keys[rows // 3 : rows // 2] = rng.integers(0, 64, rows // 2 - rows // 3)
+    table = np.stack([keys, *rng.integers(0, 4096, (4, rows))], axis=1)
+    table[:, 1] = rng.permutation(rows)  # a token once per key, as in a merged bucket
+    expected = table[np.lexsort((table[:, 1], table[:, 0]))]
+    merge._sort_rows(table)
+    assert np.array_equal(table, expected)
