@@ -32,6 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from service.errors import InvalidInputError, RunError, first_line
+from service.heap import freed_memory_kept
 from service.ngram.counting import ChunkCounts, count_chunk
 from service.ngram.merge import CONTEXT_SCHEMA, HISTOGRAM_SCHEMA, SpilledCounts, ahead
 from service.ngram.store import TableInfo, get_table, table_name
@@ -228,7 +229,8 @@ def build_tables(
     with _spill_folder(con) as folder:
         spills = {gamma: SpilledCounts(folder / f"g{gamma}") for gamma in gammas}
         chunk_windows = windows_per_chunk(gammas, chunk_windows)
-        shape, windows, images = _count_chunks(grids, spills, positional, chunk_windows)
+        with freed_memory_kept():  # each chunk's arrays in the pages of the one before
+            shape, windows, images = _count_chunks(grids, spills, positional, chunk_windows)
         stage("windows")
         load_share = (time.perf_counter() - started) / len(gammas)  # of each table's seconds
         built = []

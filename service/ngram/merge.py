@@ -335,9 +335,9 @@ def _by_top_bits(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bounds[v + 1] += bounds[v]
     order, at = np.empty(n, np.int64), bounds[:-1].copy()
     for i in range(n):
-        v = np.int64((keys[i] >> shift) & mask)
-        order[at[v]] = i
-        at[v] += 1
+        value = np.int64((keys[i] >> shift) & mask)
+        order[at[value]] = i
+        at[value] += 1
     return order, bounds
 
 
