@@ -1,5 +1,6 @@
-"""The build's malloc policy (service/heap.py): inside the block, memory freed is touched again
-without page faults; outside it, glibc's defaults unmap it, so touching it again faults."""
+"""The counting's malloc policy (service/heap.py): inside the block, memory freed is touched
+again without page faults; before and after it, glibc unmaps a large block when it is freed, so
+touching its successor faults."""
 
 from __future__ import annotations
 
@@ -36,4 +37,4 @@ def test_freed_memory_is_reused_within_the_block_only() -> None:
     assert _faults_on_reuse(libc) > PAGES // 2  # the default: a fresh mapping each time
     with freed_memory_kept():
         assert _faults_on_reuse(libc) < PAGES // 20
-    assert _faults_on_reuse(libc) > PAGES // 2  # the defaults are back
+    assert _faults_on_reuse(libc) > PAGES // 2  # large blocks are mapped (and unmapped) again
