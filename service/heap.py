@@ -5,9 +5,9 @@ hundreds of MB) are freed when it is spilled. glibc serves allocations above 32 
 mmaps and unmaps them when freed, so every chunk touched its memory anew: a page fault for each
 4 kB page, each zeroed by the kernel. Counting the 100× scale corpus took 8.2 M faults and 62 s
 of system time beside 107 s of user time, 86–102 s in all; with the freed memory kept,
-2.9–3.1 M faults, 25–27 s and 92–101 s, 62–67 s in all, and the build's peak RSS unchanged (5.43 → 5.38 GB). Kept
-over the whole build (commits and index files too) it peaked at 6.33 GB: only the counting
-keeps it.
+2.9–3.1 M faults, 25–27 s and 92–101 s, 62–67 s in all, and the build's peak RSS unchanged
+(5.43 → 5.38 GB). Kept over the whole build (commits and index files too) it peaked at
+6.33 GB: only the counting keeps it.
 """
 
 from __future__ import annotations
