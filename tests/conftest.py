@@ -26,7 +26,10 @@ from service.training.autoencoder import train_run_autoencoder
 from tests.helpers import SMALL_CHANNELS, SMALL_GRID, SmallTables, grids_from_tokens
 from tests.live_server import LiveServer, start_server, wait_ready
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Each of pytest-xdist's workers gets its share of the cores: two workers of two threads each
+# on two cores made every training test twice as slow.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _WORKERS))
 
 
 def _require_fashion_mnist() -> None:
