@@ -54,8 +54,8 @@ class ARVMTrainConfig(ModelConfig):
             raise ValueError("max_epochs, batch_size and patience must be ≥ 1")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
-        if not (self.lr > 0 and self.target_kl > 0 and 0 <= self.warmup < 1):
-            raise ValueError("lr and target_kl must be > 0 and warmup in [0, 1)")
+        if not (0 < self.lr < math.inf and 0 < self.target_kl < math.inf and 0 <= self.warmup < 1):
+            raise ValueError("lr and target_kl must be finite and > 0, and warmup in [0, 1)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 

@@ -43,9 +43,10 @@ class BLAEConfig(ModelConfig):
                 f"a grid of {self.grid}×{self.grid} after {self.levels} stride-2 levels takes "
                 f"images of at most {self.grid * 2**self.levels} px, got {self.image_size}"
             )
-        if self.sigma < 0 or self.kappa <= 0 or self.code_gain <= 0:
+        finite = all(math.isfinite(v) for v in (self.sigma, self.kappa, self.code_gain))
+        if not finite or self.sigma < 0 or self.kappa <= 0 or self.code_gain <= 0:
             raise ValueError(
-                f"need sigma ≥ 0, kappa > 0 and code_gain > 0, got sigma={self.sigma}, "
+                f"need finite sigma ≥ 0, kappa > 0 and code_gain > 0, got sigma={self.sigma}, "
                 f"kappa={self.kappa}, code_gain={self.code_gain}"
             )
 
@@ -165,10 +166,10 @@ class BLAETrainConfig(ModelConfig):
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs and batch_size must be ≥ 1 and lr > 0")
-        if self.decoder_polish < 0 or self.polish_lr <= 0:
-            raise ValueError("decoder_polish must be ≥ 0 and polish_lr > 0")
+        if self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr < math.inf:
+            raise ValueError(f"epochs and batch_size must be ≥ 1 and lr finite > 0, got {self.lr}")
+        if not (0 <= self.decoder_polish < math.inf and 0 < self.polish_lr < math.inf):
+            raise ValueError("decoder_polish must be finite ≥ 0 and polish_lr finite > 0")
 
     @classmethod
     def for_preset(cls, preset: str, **fields: Any) -> BLAETrainConfig:

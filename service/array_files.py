@@ -74,8 +74,8 @@ def _read_once(folder: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
     arrays = {}
     for name, spec in manifest.get("arrays", {}).items():
         try:
-            array = _map(folder / f"{name}.npy")
-        except (OSError, ValueError) as exc:
+            array = map_npy(folder / f"{name}.npy")
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
             raise StaleArrays(f"{folder / name}.npy is unreadable: {exc}") from exc
         if str(array.dtype) != spec["dtype"] or list(array.shape) != spec["shape"]:
             raise StaleArrays(
@@ -86,7 +86,7 @@ def _read_once(folder: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _map(path: Path) -> np.ndarray:
+def map_npy(path: Path) -> np.ndarray:
     """A plain read-only ndarray over the file's pages (numba and numpy see no memmap)."""
     return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
 

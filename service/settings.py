@@ -19,14 +19,17 @@ S = TypeVar("S", bound=BaseSettings)
 
 def settings_from_env(cls: type[S], prefix: str, what: str, overrides: dict[str, Any]) -> S:
     """`cls` read from the environment, with the options that are not None on top; a bad
-    value is InvalidInputError naming each variable (`prefix` + field) and what was wrong."""
+    value is InvalidInputError naming where it came from (the option `--field`, or the
+    variable `prefix` + FIELD) and what was wrong."""
     values = {k: v for k, v in overrides.items() if v is not None}
+
+    def source(field: str) -> str:
+        return f"--{field.replace('_', '-')}" if field in values else f"{prefix}{field.upper()}"
+
     try:
         return cls(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{prefix}{str(e['loc'][0]).upper()}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{source(str(e['loc'][0]))}: {e['msg']}" for e in exc.errors())
         raise InvalidInputError(f"bad {what} settings: {problems}") from None
 
 

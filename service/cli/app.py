@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import duckdb
 import typer
 
 from models import PRESETS, describe_preset
-from service.errors import InvalidInputError, LatentgramError
+from service.errors import InvalidInputError, LatentgramError, first_line
 
 try:  # typer 0.24 and later carry their own copy of click, with its own exception classes
     from typer._click.exceptions import UsageError
@@ -83,11 +84,19 @@ def main() -> None:
     except LatentgramError as exc:
         fail(str(exc))
     except UsageError as exc:
+        if not exc.format_message():  # no command: the help was printed, nothing more to say
+            sys.exit(2)
         where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
         fail(f"{exc.format_message()}{where}")
-    except (KeyboardInterrupt, typer.Abort):
+    except (KeyboardInterrupt, typer.Abort) as exc:
+        if isinstance(exc.__cause__, EOFError):  # click reports an EOFError as an abort
+            fail(f"a file ended too soon: {first_line(exc.__cause__)}")
         typer.echo("latentgram: interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # a path that cannot be read or written, or a damaged file
+        fail(first_line(exc))
+    except duckdb.Error as exc:  # a damaged store (its error names the file)
+        fail(f"DuckDB failed: {first_line(exc)}")
     sys.exit(code if isinstance(code, int) else 0)
 
 

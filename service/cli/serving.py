@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from service.cli.app import RunOpt, app, emit, parse_int_list
+from service.errors import InvalidInputError, first_line
 from service.evaluation.report_config import (
     REPORT_JSON,
     REPORT_MODES,
@@ -88,6 +91,8 @@ def serve(
     from service.api.workers import serve_workers
 
     settings = Settings.from_env(run=run, workers=workers)
+    RunPaths(settings.run)  # a run that is a file is refused; one still to come is waited for
+    _check_can_serve(host, port, log_level, uvicorn.config.LOG_LEVELS)
     typer.echo(
         f"serving {settings.run} on http://{host}:{port} with {settings.workers} process(es)"
         " (API docs at /docs)"
@@ -102,6 +107,19 @@ def serve(
     for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, str(settings.search_threads))
     raise typer.Exit(serve_workers(settings.workers, host, port, log_level))
+
+
+def _check_can_serve(host: str, port: int, log_level: str, levels: Iterable[str]) -> None:
+    """InvalidInputError before the server starts, for what would otherwise stop it later with
+    a traceback: a log level uvicorn lacks, an address it cannot bind."""
+    if log_level not in levels:
+        allowed = ", ".join(levels)
+        raise InvalidInputError(f"--log-level must be one of {allowed}, got {log_level!r}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses it
+    try:
+        socket.create_server((host, port), family=family).close()  # reusing the address, as it
+    except OSError as exc:
+        raise InvalidInputError(f"cannot listen on {host}:{port}: {first_line(exc)}") from None
 
 
 @app.command()

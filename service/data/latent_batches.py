@@ -8,7 +8,6 @@ batch, which is what keeps the build's per-image counts exact.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from service.data.parquet import METADATA_KEY
+from service.data.parquet import LATENT_KEYS, file_metadata
 from service.errors import RunError
 from service.latents.bits import packed_size, unpack_bits
 from service.ngram.tokens import TokenGrids, bits_to_tokens
@@ -44,10 +43,7 @@ def read_latents_header(path: Path) -> LatentsHeader:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise RunError(f"{path} is not a readable Parquet file: {exc}") from exc
-    raw = (schema.metadata or {}).get(METADATA_KEY)
-    if raw is None:
-        raise RunError(f"{path} has no latentgram metadata: it was not written by latentgram")
-    info = json.loads(raw)
+    info = file_metadata(path, schema, LATENT_KEYS)
     c, h, w = info["latent_shape"]
     return LatentsHeader((c, h, w), info["model_sha256"], meta.num_rows)
 

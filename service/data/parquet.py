@@ -53,17 +53,35 @@ def _write(path: Path, table: pa.Table, meta: dict[str, Any]) -> None:
         pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
 
 
-def _read(path: Path, made_by: str) -> tuple[pa.Table, dict[str, Any]]:
+IMAGE_KEYS = ("image_shape", "class_names", "source")  # what each file's metadata must hold
+LATENT_KEYS = ("latent_shape", "model_sha256")
+
+
+def _read(path: Path, made_by: str, needs: tuple[str, ...]) -> tuple[pa.Table, dict[str, Any]]:
     if not path.exists():
         raise RunError(f"{path} is missing: run `latentgram {made_by}` first")
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise RunError(f"{path} is not a readable Parquet file: {exc}") from exc
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    return table, file_metadata(path, table.schema, needs)
+
+
+def file_metadata(path: Path, schema: pa.Schema, needs: tuple[str, ...]) -> dict[str, Any]:
+    """The latentgram metadata of a file's schema; RunError unless it holds `needs` (a latents
+    file given where images are wanted, or the reverse, lacks them)."""
+    raw = (schema.metadata or {}).get(METADATA_KEY)
     if raw is None:
         raise RunError(f"{path} has no latentgram metadata: it was not written by latentgram")
-    return table, json.loads(raw)
+    try:
+        meta = json.loads(raw)
+        missing = [key for key in needs if key not in meta]
+    except (ValueError, TypeError):
+        meta, missing = None, list(needs)
+    if missing or not isinstance(meta, dict):
+        kind = "a latents" if needs == LATENT_KEYS else "an images"
+        raise RunError(f"{path} is not {kind} file: its metadata lacks {', '.join(missing)}")
+    return meta
 
 
 def write_images(path: Path, images: ImageSet, ids: np.ndarray) -> None:
@@ -91,7 +109,7 @@ def write_images(path: Path, images: ImageSet, ids: np.ndarray) -> None:
 
 def read_images(path: Path) -> tuple[np.ndarray, ImageSet]:
     """(ids, images) from images.parquet."""
-    table, meta = _read(path, "encode")
+    table, meta = _read(path, "encode", IMAGE_KEYS)
     c, h, w = meta["image_shape"]
     pixels = _rows(table.column("pixels"), c * h * w).reshape(-1, c, h, w)
     images = ImageSet(
@@ -125,7 +143,7 @@ def write_latents(path: Path, latents: LatentSet) -> None:
 
 
 def read_latents(path: Path) -> LatentSet:
-    table, meta = _read(path, "encode")
+    table, meta = _read(path, "encode", LATENT_KEYS)
     c, h, w = meta["latent_shape"]
     return LatentSet(
         ids=table.column("id").to_numpy(),

@@ -7,6 +7,7 @@ latentgram ablate-sigma --run runs/r1      # what this module does, from the com
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -43,8 +44,8 @@ def sigma_ablation(
     many test images (a fifth as many, at least 100), write the JSON and the plot; the result,
     with whether PSNR falls as σ rises for each noise kind."""
     config = config or AblationConfig()
-    if not sigmas or min(sigmas) < 0:
-        raise InvalidInputError(f"sigmas must be ≥ 0, got {list(sigmas)}")
+    if not sigmas or not all(0 <= s < math.inf for s in sigmas):
+        raise InvalidInputError(f"sigmas must be finite and ≥ 0, got {list(sigmas)}")
     unknown = [n for n in noises if n not in NOISE_KINDS]
     if unknown or not noises:
         raise InvalidInputError(f"noises must be among {', '.join(NOISE_KINDS)}, got {unknown}")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from models import BLAE
+from service.array_files import map_npy
 from service.files import atomic_path
 from service.latents.codec import decode_packed
 
@@ -42,10 +43,10 @@ def cached_reconstructions(
     shape = (len(packed), cfg.image_channels, cfg.image_size, cfg.image_size)
     if path.exists():
         try:
-            cached = _map(path)
+            cached = map_npy(path)
             if cached.dtype == np.uint8 and cached.shape == shape:
                 return cached
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
             log.warning("ignoring unreadable %s: %s", path, exc)
     started = time.perf_counter()
     reconstructions = decode_packed(model, packed)
@@ -56,12 +57,7 @@ def cached_reconstructions(
         for stale in folder.glob(f"{RECONSTRUCTIONS_PREFIX}*.npy"):
             if stale != path:
                 stale.unlink(missing_ok=True)
-        return _map(path)
+        return map_npy(path)
     except OSError as exc:
         log.warning("cannot cache reconstructions in %s: %s", folder, exc)
     return reconstructions
-
-
-def _map(path: Path) -> np.ndarray:
-    """The array of an .npy file as a plain read-only ndarray over its pages."""
-    return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))

@@ -70,7 +70,9 @@ def migrate(con: duckdb.DuckDBPyConnection, folder: Path = MIGRATIONS_DIR) -> li
     """Apply pending migrations; returns the names applied (empty when up to date)."""
     _ensure_version_table(con)
     done = _applied(con)
-    pending = [m for m in discover(folder) if m.version not in done]
+    on_disk = discover(folder)
+    check_not_newer(max(done, default=0), max(m.version for m in on_disk))
+    pending = [m for m in on_disk if m.version not in done]
     check_order(pending, done)
     applied = []
     for migration in pending:
@@ -88,6 +90,15 @@ def migrate(con: duckdb.DuckDBPyConnection, folder: Path = MIGRATIONS_DIR) -> li
         con.execute("CHECKPOINT")
         applied.append(migration.name)
     return applied
+
+
+def check_not_newer(current: int, latest: int) -> None:
+    """RunError for a store that a newer latentgram migrated: this one would misread it."""
+    if current > latest:
+        raise RunError(
+            f"the store has schema version {current}, newer than this latentgram's {latest}:"
+            " use the latentgram that wrote it, or upgrade this one"
+        )
 
 
 def check_order(pending: list[Migration], done: set[int]) -> None:

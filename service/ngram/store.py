@@ -16,8 +16,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from service.errors import RunError
-from service.ngram.migrations import migrate
+from service.errors import RunError, first_line
+from service.ngram.migrations import check_not_newer, migrate
 from service.ngram.migrations import status as migration_status
 from service.ngram.windows import check_gamma, context_size
 
@@ -59,20 +59,32 @@ def open_store(
     path: Path, *, read_only: bool = False, check_schema: bool = True
 ) -> duckdb.DuckDBPyConnection:
     """Connect to the store; a writer brings the schema up to date first, a reader refuses a
-    store whose schema is behind this code (unless `check_schema` is off, to report it)."""
+    store whose schema is behind or ahead of this code (unless `check_schema` is off, to report
+    it). A store a newer latentgram migrated is refused either way."""
     if read_only and not path.exists():
         raise RunError(f"{path} is missing: run `latentgram build` first")
     path.parent.mkdir(parents=True, exist_ok=True)
     con = _connect(path, read_only)
-    if not read_only:
-        migrate(con)
-    elif check_schema and (state := migration_status(con)).pending:
+    try:
+        if not read_only:
+            migrate(con)
+        elif check_schema:
+            _check_schema(con, path)
+    except BaseException:
         con.close()
+        raise
+    return con
+
+
+def _check_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """RunError unless the store's schema is the one this code reads."""
+    state = migration_status(con)
+    check_not_newer(state.current, state.latest)
+    if state.pending:
         raise RunError(
             f"{path} has schema version {state.current}, this latentgram needs {state.latest}:"
             f" run `latentgram migrate --run {path.parent}`"
         )
-    return con
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -83,12 +95,17 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
+        except duckdb.Error as exc:
+            # DuckDB says "Could not set lock on file" for a store another process holds; any
+            # other error (a file cut short, or not a database) will not pass by waiting
+            if "lock" not in str(exc).lower():
+                raise RunError(
+                    f"{path} is not a readable DuckDB store ({first_line(exc)}): move it away and"
+                    " run `latentgram build` to make a new one"
+                ) from exc
             if time.monotonic() >= waited_until:
                 raise RunError(f"{path} is in use by another process (a build?): {exc}") from exc
             time.sleep(0.1)
-        except duckdb.Error as exc:
-            raise RunError(f"{path} is not a readable DuckDB store: {exc}") from exc
 
 
 def upgrade_store(path: Path) -> list[str]:

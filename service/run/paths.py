@@ -17,6 +17,10 @@ class RunPaths:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise RunError(f"the run {self.root} is a file, not a directory")
+
     @property
     def run_json(self) -> Path:
         return self.root / "run.json"

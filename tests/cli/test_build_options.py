@@ -68,7 +68,8 @@ def _closed_port() -> int:
     [
         (("--memory-limit", "lots"), {}, "memory limit must be a size such as 4GB"),
         ((), {"LATENTGRAM_BUILD_MEMORY_LIMIT": "4 gigs"}, "memory limit must be a size"),
-        (("--engine", "hadoop"), {}, "LATENTGRAM_BUILD_ENGINE: Input should be 'duckdb'"),
+        (("--engine", "hadoop"), {}, "--engine: Input should be 'duckdb'"),
+        ((), {"LATENTGRAM_BUILD_ENGINE": "hadoop"}, "LATENTGRAM_BUILD_ENGINE: Input should be"),
         (("--engine", "spark", "--spark-master", "spark://127.0.0.1:PORT"), {}, "does not answer"),
         (("--engine", "spark", "--spark-master", "mesos://m:5050"), {}, "--spark-master must be"),
     ],

@@ -5,10 +5,12 @@ still goes through the installed script."""
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 from PIL import Image
@@ -159,6 +161,10 @@ def test_hybrid_mode_finishes_every_sample(prepared: tuple[RunPaths, str], tmp_p
         (("train-arvm", "--max-seconds", "-1"), "Invalid value for '--max-seconds'"),
         (("evaluate", "--images", "0"), "Invalid value for '--images'"),
         (("evaluate", "--bogus"), "No such option: --bogus"),
+        (("train-ae", "--sigma", "nan", "--limit", "16"), "need finite sigma"),
+        (("train-arvm", "--lr", "inf"), "must be finite"),
+        (("ablate-sigma", "--sigmas", "0.5,nan"), "sigmas must be finite"),
+        (("serve", "--log-level", "loud"), "--log-level must be one of critical"),
     ],
 )
 def test_refused_commands_say_why_and_change_nothing(
@@ -189,6 +195,50 @@ def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...], message: str) -
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_damaged_files_and_paths_that_cannot_be_used_are_one_line(
+    prepared: tuple[RunPaths, str], tmp_path: Path
+) -> None:
+    paths = prepared[0]
+    cut = RunPaths(tmp_path / "cut")
+    cut.root.mkdir()
+    store = paths.store.read_bytes()
+    cut.store.write_bytes(store[: len(store) // 2])
+    newer = RunPaths(tmp_path / "newer")
+    newer.root.mkdir()
+    newer.store.write_bytes(store)
+    with duckdb.connect(str(newer.store)) as con:
+        con.execute("INSERT INTO schema_version (version, name) VALUES (99, '0099_future.sql')")
+    taken = tmp_path / "taken.png"
+    taken.mkdir()
+    run = str(paths.root)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        cases = {
+            ("tables", "--run", str(cut.root)): "DuckDB failed: IO Error: Could not read",
+            ("tables", "--run", str(newer.root)): "newer than this latentgram's",
+            ("migrate", "--run", str(newer.root)): "newer than this latentgram's",
+            (
+                "decode",
+                "--run",
+                run,
+                "--latents",
+                str(paths.images),
+                "--out",
+                str(taken),
+            ): "is not a latents file",
+            ("sample", "--run", run, "-n", "2", "--out", str(taken)): "Is a directory",
+            ("serve", "--run", run, "--port", port): "cannot listen on 127.0.0.1",
+            ("migrate", "--run", str(paths.store)): "is a file, not a directory",
+            ("train-ae", "--run", str(paths.store), "--limit", "16"): "is a file, not a directory",
+        }
+        for args, message in cases.items():
+            bad = latentgram(*args)
+            assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+            assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
 def test_the_installed_script_refuses_in_one_line_with_exit_2() -> None:
