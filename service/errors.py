@@ -22,4 +22,4 @@ class RunError(LatentgramError):
 def first_line(exc: BaseException) -> str:
     """An exception's first sentence, for one-line messages (torch's run on for paragraphs)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.split(". ")[0].rstrip(".")
+    return text.split(". ")[0].rstrip(".:")

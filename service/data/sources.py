@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from service.data.images import colour_and_alpha, flatten
-from service.errors import InvalidInputError, SourceError
+from service.errors import InvalidInputError, SourceError, first_line
 
 SPLITS = ("train", "test")
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -202,7 +202,7 @@ def _cifar_files(path: Path) -> dict[str, bytes]:
                     files[name] = handle.read()
             return files
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise SourceError(f"not a readable CIFAR-10 archive: {path} ({exc})") from exc
+        raise SourceError(f"not a readable CIFAR-10 archive: {path} ({first_line(exc)})") from exc
 
 
 def _unpickle(files: dict[str, bytes], name: str, key: bytes, path: Path) -> dict:
