@@ -73,6 +73,9 @@ def train_arvm_command(
     emit("γ-ARVMs trained", results)
 
 
+MAX_CLI_SAMPLES = 1 << 16  # a 256 × 256 grid of 28 px images is a 51-megapixel PNG
+
+
 @app.command()
 def sample(
     out: Annotated[Path, typer.Option(help="PNG grid of the decoded samples.")] = Path(
@@ -80,7 +83,17 @@ def sample(
     ),
     run: RunOpt = DEFAULT_RUN_DIR,
     gamma: Annotated[int, typer.Option(help="Window size of the table to sample from.")] = 5,
-    n: Annotated[int, typer.Option("-n", "--n", help="Number of samples.", min=1)] = 64,
+    n: Annotated[
+        int,
+        typer.Option(
+            "-n",
+            "--n",
+            help="Number of samples, at most 65,536: one PNG grid holds them all (`report` "
+            "measures more).",
+            min=1,
+            max=MAX_CLI_SAMPLES,
+        ),
+    ] = 64,
     seed: Annotated[int, typer.Option(help="Same seed, same samples.")] = 0,
     temperature: Annotated[
         float, typer.Option(help="Weights are count^(1/T); < 1 sharpens, > 1 flattens.")

@@ -156,6 +156,7 @@ def test_hybrid_mode_finishes_every_sample(prepared: tuple[RunPaths, str], tmp_p
         (("sample", "--gamma", "5", "--positional"), "no positional table g5p built"),
         (("sample", "--gamma", "9"), "wider than the global window of the 4×4 grid"),
         (("sample", "--temperature", "0"), "temperature must be in"),
+        (("sample", "-n", "1000000"), "Invalid value for '-n'"),
         (("train-arvm", "--use", "dream"), "use must be one of fallback, memorizer"),
         (("train-arvm", "--max-epochs", "0"), "Invalid value for '--max-epochs'"),
         (("train-arvm", "--max-seconds", "-1"), "Invalid value for '--max-seconds'"),
