@@ -362,6 +362,13 @@ class DataSpec:
     limit: int | None = None  # N images of each split, class-balanced
     classes: tuple[int, ...] | None = None  # labels to keep
 
+    def __post_init__(self) -> None:
+        """A relative path is kept absolute, so that later steps find it from any folder."""
+        scheme, sep, path = self.source.partition(":")
+        if sep and scheme in EXPECTED and path.strip():
+            absolute = Path(path).expanduser().absolute()
+            object.__setattr__(self, "source", f"{scheme}:{absolute}")
+
     def load(self) -> ImageSet:
         return load_images(self.source, limit=self.limit, classes=self.classes)
 

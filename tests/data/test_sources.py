@@ -16,6 +16,7 @@ from PIL import Image
 
 from service.data.sources import (
     FASHION_MNIST_CLASSES,
+    DataSpec,
     ImageSet,
     describe,
     first_per_class_round,
@@ -392,3 +393,13 @@ def test_fashion_mnist_real(monkeypatch: pytest.MonkeyPatch) -> None:
     assert data.images.shape == (200, 1, 28, 28)
     assert (data.splits == "train").sum() == 100 and (data.splits == "test").sum() == 100
     assert data.labels.min() >= 0 and data.labels.max() <= 9 and len(set(data.labels)) > 5
+
+
+def test_a_relative_source_path_is_recorded_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = DataSpec("folder:pictures", limit=4)  # run.json keeps it for later steps
+    assert spec.source == f"folder:{tmp_path / 'pictures'}"
+    assert DataSpec(spec.source).source == spec.source
+    assert DataSpec("fashion-mnist").source == "fashion-mnist"
