@@ -95,9 +95,13 @@ ArrayOrMaker = np.ndarray | Callable[[], np.ndarray]
 
 
 def write_arrays(
-    folder: Path, arrays: Mapping[str, ArrayOrMaker], meta: Mapping[str, Any]
+    folder: Path,
+    arrays: Mapping[str, ArrayOrMaker],
+    meta: Mapping[str, Any],
+    read_back: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Write the arrays and a manifest of `meta` as `folder`, atomically, and map them back.
+    """Write the arrays and a manifest of `meta` as `folder`, atomically, and map them back
+    (unless not `read_back`: then an empty dict, and each maker is called once).
 
     An array may be given as a function that makes it: it is made when its turn comes and
     dropped once written, so large arrays are never all in memory at once.
@@ -123,6 +127,8 @@ def write_arrays(
         _publish(tmp, folder, meta)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if not read_back:
+        return {}
     try:
         return read_arrays(folder, meta)
     except StaleArrays as why:  # another writer is replacing it right now: ours are as good

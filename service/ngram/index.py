@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from functools import cached_property, partial
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import duckdb
 import numpy as np
@@ -80,6 +79,16 @@ class KeyFilter:
     def might_contain(self, keys: np.ndarray) -> np.ndarray:
         """(M,) bool: False for a key certainly absent."""
         return depth_first.filter_contains(self.words, np.ascontiguousarray(keys, np.int64))
+
+
+def key_hash_table(keys: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """SearchAids.key_slots of a table's keys and row offsets."""
+    return depth_first.hash_table(keys, depth_first.row_ranges(starts))
+
+
+def above_hash_table(above_keys: np.ndarray) -> np.ndarray:
+    """SearchAids.above_slots of a table's above keys."""
+    return depth_first.hash_table(above_keys, np.arange(len(above_keys), dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -163,25 +172,10 @@ class NgramIndex:
         return self.built.above_slots if self.built else self._above_slots()
 
     def _key_slots(self) -> np.ndarray:
-        return depth_first.hash_table(self.keys, depth_first.row_ranges(self.starts))
+        return key_hash_table(self.keys, self.starts)
 
     def _above_slots(self) -> np.ndarray:
-        indices = np.arange(len(self.above_keys), dtype=np.int64)
-        return depth_first.hash_table(self.above_keys, indices)
-
-    def search_aid_makers(self) -> dict[str, Callable[[], np.ndarray]]:
-        """SearchAids' arrays by field name, each as a function that builds it without keeping
-        it (or returns it, if the index came with them): a caller writing them to files holds
-        one at a time, where at 50 M keys each hash table is 2 GB."""
-        if self.built is not None:
-            aids = self.built
-            return {f.name: partial(getattr, aids, f.name) for f in fields(SearchAids)}
-        return {
-            "key_slots": self._key_slots,
-            "above_slots": self._above_slots,
-            "key_words": lambda: KeyFilter(self.keys).words,
-            "above_words": lambda: KeyFilter(self.above_keys).words,
-        }
+        return above_hash_table(self.above_keys)
 
     def search_aids(self) -> SearchAids:
         """The hash tables and filters, built now if they were not."""
