@@ -117,7 +117,7 @@ def _check_can_serve(host: str, port: int, log_level: str, levels: Iterable[str]
         raise InvalidInputError(f"--log-level must be one of {allowed}, got {log_level!r}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses it
     try:
-        socket.create_server((host, port), family=family).close()  # reusing the address, as it
+        socket.create_server((host, port), family=family).close()  # SO_REUSEADDR, as uvicorn
     except OSError as exc:
         raise InvalidInputError(f"cannot listen on {host}:{port}: {first_line(exc)}") from None
 

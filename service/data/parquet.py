@@ -75,10 +75,10 @@ def file_metadata(path: Path, schema: pa.Schema, needs: tuple[str, ...]) -> dict
         raise RunError(f"{path} has no latentgram metadata: it was not written by latentgram")
     try:
         meta = json.loads(raw)
-        missing = [key for key in needs if key not in meta]
-    except (ValueError, TypeError):
-        meta, missing = None, list(needs)
-    if missing or not isinstance(meta, dict):
+    except ValueError:
+        meta = None
+    missing = [key for key in needs if not isinstance(meta, dict) or key not in meta]
+    if missing:
         kind = "a latents" if needs == LATENT_KEYS else "an images"
         raise RunError(f"{path} is not {kind} file: its metadata lacks {', '.join(missing)}")
     return meta

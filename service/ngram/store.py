@@ -96,9 +96,9 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
-            # DuckDB says "Could not set lock on file" for a store another process holds; any
-            # other error (a file cut short, or not a database) will not pass by waiting
-            if "lock" not in str(exc).lower():
+            # "Could not set lock on file": another process holds the store; any other error (a
+            # file cut short, or not a database) will not pass by waiting
+            if "Could not set lock" not in str(exc):
                 raise RunError(
                     f"{path} is not a readable DuckDB store ({first_line(exc)}): move it away and"
                     " run `latentgram build` to make a new one"
