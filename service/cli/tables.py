@@ -9,6 +9,7 @@ import duckdb
 import typer
 
 from service.cli.app import GammasOpt, RunOpt, app, emit, parse_int_list
+from service.errors import InvalidInputError
 from service.ngram.index import NgramIndex
 from service.ngram.migrations import migrate as apply_migrations
 from service.ngram.migrations import status as migration_status
@@ -75,6 +76,10 @@ def build(
     settings = BuildSettings.from_env(
         engine=engine, memory_limit=memory_limit, spark_master=spark_master
     )
+    if spark_master is not None and settings.engine != "spark":
+        raise InvalidInputError(
+            f"--spark-master is for --engine spark; this build runs on {settings.engine}"
+        )
     built = build_run_tables(
         RunPaths(run), gammas or None, positional=positional, settings=settings
     )

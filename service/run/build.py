@@ -27,7 +27,7 @@ from service.ngram.store import TableInfo, list_tables, open_store
 from service.ngram.tokens import TokenGrids
 from service.ngram.windows import check_gamma, check_gamma_fits, default_gammas
 from service.run.paths import RunPaths
-from service.run.record import update_run_json
+from service.run.record import read_run_json, update_run_json
 from service.settings import BuildSettings
 
 BUILD_SCRATCH = "tmp"  # <run>/tmp: DuckDB's spill files and Spark's staging, removed after a build
@@ -104,6 +104,7 @@ def _checked_build(
     gammas = gammas or default_gammas(height, width)
     for gamma in gammas:
         check_gamma_fits(gamma, height, width)
+    read_run_json(paths)  # its figures are recorded after the commit: a damaged one fails now
     blae = paths.require(paths.blae_weights, "train-ae")
     if header.model_sha256 != file_sha256(blae):
         raise RunError(

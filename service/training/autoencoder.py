@@ -210,7 +210,9 @@ class AutoencoderTraining:
         torch.manual_seed(self.train_config.seed)
         paths = self.paths
         if not (resume and paths.blae_weights.exists()):
-            if not resume:
+            if resume:  # an interrupted first epoch leaves none: start, but say so
+                log.warning("no checkpoint to resume in %s: training from scratch", paths.root)
+            else:
                 paths.blae_metrics.unlink(missing_ok=True)
             return BLAE(self.config).to(dev), 0, None
         checkpoint = load_blae(paths, device=dev)

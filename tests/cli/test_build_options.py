@@ -5,9 +5,11 @@ are one line and exit 2 and leave the served table as it was."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +74,7 @@ def _closed_port() -> int:
         ((), {"LATENTGRAM_BUILD_ENGINE": "hadoop"}, "LATENTGRAM_BUILD_ENGINE: Input should be"),
         (("--engine", "spark", "--spark-master", "spark://127.0.0.1:PORT"), {}, "does not answer"),
         (("--engine", "spark", "--spark-master", "mesos://m:5050"), {}, "--spark-master must be"),
+        (("--spark-master", "local[2]"), {}, "--spark-master is for --engine spark"),
     ],
 )
 def test_a_refused_setting_is_one_line_and_keeps_the_table(
@@ -102,3 +105,15 @@ def test_a_memory_limit_from_the_option_or_the_environment_rebuilds_the_same_tab
         assert new_id > table_id and figures == [rows, contexts]
         table_id = new_id
     assert not (run.root / "tmp").exists()  # DuckDB's spill folder is removed after the build
+
+
+def test_a_damaged_run_json_is_refused_before_the_store_is_touched(
+    run: RunPaths, tmp_path: Path
+) -> None:
+    copy = RunPaths(tmp_path / "run")
+    shutil.copytree(run.root, copy.root)
+    before = served(copy)
+    copy.run_json.write_text("{not json")
+    done = cli("build", "--run", str(copy.root), "--gamma", "3")
+    assert done.returncode == 2 and "is not valid JSON" in done.stderr, done.stderr
+    assert served(copy) == before

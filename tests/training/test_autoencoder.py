@@ -1,6 +1,7 @@
 """Real training runs on a small slice of the real Fashion-MNIST."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -57,6 +58,19 @@ def test_resume_continues_exactly(tmp_path, fashion_small: DataSpec) -> None:
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         np.testing.assert_array_equal(pa.numpy(), pb.numpy(), err_msg=name)
     assert len(halted.blae_metrics.read_text().splitlines()) == 2
+
+
+def test_resume_without_a_checkpoint_says_it_starts_afresh(
+    tmp_path, fashion_small: DataSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = DataSpec(fashion_small.source, limit=64)
+    config = BLAETrainConfig(epochs=1, batch_size=32, seed=7, precision="fp32")
+    with caplog.at_level(logging.WARNING, logger="service.training.autoencoder"):
+        train_run_autoencoder(
+            RunPaths(tmp_path / "r"), data, preset="tiny", train_config=config, resume=True,
+            device="cpu", progress=False,
+        )  # fmt: skip
+    assert any("no checkpoint to resume" in r.message for r in caplog.records)
 
 
 def test_same_seed_same_weights(tmp_path, fashion_small: DataSpec) -> None:
