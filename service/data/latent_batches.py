@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from service.data.parquet import LATENT_KEYS, file_metadata
-from service.errors import RunError
+from service.errors import RunError, first_line
 from service.latents.bits import packed_size, unpack_bits
 from service.ngram.tokens import TokenGrids, bits_to_tokens
 
@@ -85,8 +85,20 @@ def iter_train_grids(path: Path, images_per_batch: int) -> Iterator[TokenGrids]:
     """The training grids of latents.parquet, at most `images_per_batch` images at a time."""
     header = read_latents_header(path)
     with pq.ParquetFile(path) as source:
-        for batch in source.iter_batches(batch_size=images_per_batch, columns=LATENT_COLUMNS):
+        batches = source.iter_batches(batch_size=images_per_batch, columns=LATENT_COLUMNS)
+        while (batch := _next_batch(path, batches)) is not None:
             yield train_grids(batch, header.shape, header.model_sha256)
+
+
+def _next_batch(path: Path, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:
+    """The next batch, None after the last; RunError when the file's data is damaged (its footer
+    read, a page that does not decompress)."""
+    try:
+        return next(batches, None)
+    except (OSError, pa.ArrowException) as exc:
+        raise RunError(
+            f"{path} is damaged ({first_line(exc)}): run `latentgram encode` again"
+        ) from None
 
 
 def count_train_images(path: Path) -> int:

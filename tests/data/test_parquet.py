@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+from service.data.latent_batches import iter_train_grids, read_latents_header
 from service.data.parquet import read_images, read_latents, write_images, write_latents
 from service.data.sources import ImageSet
 from service.errors import RunError
@@ -84,3 +85,16 @@ def test_encoded_run_matches_its_images(tiny_run) -> None:
     np.testing.assert_array_equal(ids, latents.ids)
     np.testing.assert_array_equal(images.splits, latents.splits)
     assert latents.shape == (8, 4, 4) and len(latents) == 1024
+
+
+def test_latents_with_damaged_pages_are_a_clear_error(tmp_path, latents: LatentSet) -> None:
+    """The footer reads, a page does not: the batches say which file, not pyarrow's internals."""
+    path = tmp_path / "latents.parquet"
+    write_latents(path, latents)
+    data = bytearray(path.read_bytes())
+    start = pq.ParquetFile(path).metadata.row_group(0).column(3).data_page_offset  # the bits
+    data[start + 8 : start + 40] = bytes(32)
+    path.write_bytes(bytes(data))
+    assert read_latents_header(path).shape == (12, 4, 4)
+    with pytest.raises(RunError, match=r"latents.parquet is damaged \(.*\): run `latentgram"):
+        list(iter_train_grids(path, images_per_batch=16))
