@@ -115,7 +115,7 @@ def write_index(
     tables and filters are then built from the keys alone. (At 100× the default corpus, γ = 7,
     holding the rows while they were built made the build's peak: 5.85 GiB.)"""
     root = index_root(store)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)  # before the rows are read: a read-only run fails fast
     if not os.access(root, os.W_OK):
         raise PermissionError(errno.EACCES, "cannot write the index files", str(root))
     rows = read_rows(con, info)
