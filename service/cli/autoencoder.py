@@ -190,6 +190,8 @@ def decode(
     from service.run.steps import select_latents
 
     paths = RunPaths(run)
+    if latents is not None and not latents.exists():
+        raise InvalidInputError(f"--latents {latents} does not exist")
     model = load_blae(paths).model
     chosen = select_latents(
         read_latents(latents or paths.latents), parse_int_list(ids, "--ids"), limit

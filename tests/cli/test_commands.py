@@ -166,6 +166,7 @@ def test_hybrid_mode_finishes_every_sample(prepared: tuple[RunPaths, str], tmp_p
         (("train-arvm", "--lr", "inf"), "must be finite"),
         (("ablate-sigma", "--sigmas", "0.5,nan"), "sigmas must be finite"),
         (("serve", "--log-level", "loud"), "--log-level must be one of critical"),
+        (("decode", "--latents", "/no/such.parquet", "--out", "d.png"), "--latents /no/such"),
     ],
 )
 def test_refused_commands_say_why_and_change_nothing(
