@@ -81,6 +81,16 @@ class KeyFilter:
         return depth_first.filter_contains(self.words, np.ascontiguousarray(keys, np.int64))
 
 
+def read_keyed_rows(
+    con: duckdb.DuckDBPyConnection, info: TableInfo
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """A table's distinct keys, their row offsets, and its other row columns (token, count,
+    example_image) as read_rows gives them."""
+    rows = read_rows(con, info)
+    starts = group_offsets(rows["context_key"])
+    return rows.pop("context_key")[starts[:-1]], starts, rows
+
+
 def key_hash_table(keys: np.ndarray, starts: np.ndarray) -> np.ndarray:
     """SearchAids.key_slots of a table's keys and row offsets."""
     return depth_first.hash_table(keys, depth_first.row_ranges(starts))
@@ -140,11 +150,10 @@ class NgramIndex:
     ) -> NgramIndex:
         """Read a ready table through Arrow into arrays; no Python loop over rows."""
         info = get_table(con, gamma, positional)
-        rows = read_rows(con, info)
-        starts = group_offsets(rows["context_key"])
+        keys, starts, rows = read_keyed_rows(con, info)
         return cls(
             info=info,
-            keys=rows.pop("context_key")[starts[:-1]],
+            keys=keys,
             starts=starts,
             tokens=rows["token"],
             counts=rows["count"],

@@ -36,11 +36,11 @@ from service.ngram.index import (
     NgramIndex,
     SearchAids,
     above_hash_table,
-    group_offsets,
     key_hash_table,
     read_above_keys,
+    read_keyed_rows,
 )
-from service.ngram.store import TableInfo, list_tables, read_rows
+from service.ngram.store import TableInfo, list_tables
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +118,7 @@ def write_index(
     root.mkdir(parents=True, exist_ok=True)  # before the rows are read: a read-only run fails fast
     if not os.access(root, os.W_OK):
         raise PermissionError(errno.EACCES, "cannot write the index files", str(root))
-    rows = read_rows(con, info)
-    starts = group_offsets(rows["context_key"])
-    keys = rows.pop("context_key")[starts[:-1]]
+    keys, starts, rows = read_keyed_rows(con, info)
     above: list[np.ndarray] = []  # read once the rows are written and gone
 
     def above_keys() -> np.ndarray:
