@@ -37,6 +37,7 @@ UNIFORM_OFFSET = np.uint64(0x632BE59BD9B4E019)  # samples.uniform's counter offs
 NO_POSITION = np.uint64(0xFFFFFFFFFFFFFFFF)  # windows._NO_POSITION (−1) as the finalizer sees it
 _ONE = np.uint64(1)
 _RANGE_BITS = 20  # of a packed row range (row_ranges): its row count
+TRIED = -1.0  # the listed weight of a candidate already drawn
 
 
 class Table(NamedTuple):
@@ -90,11 +91,13 @@ class _Scratch(NamedTuple):
     rows: np.ndarray  # (P,) int64 row placed at each position
     drawn: np.ndarray  # (P,) int64 the position's first draw (placed or dropped), −1: none yet
     list_off: np.ndarray  # (P,) int64 the position's checked candidates in the list stack, −1
-    list_left: np.ndarray  # (P,) int64 how many of them are untried: the first list_left
+    list_size: np.ndarray  # (P,) int64 how many were listed
+    list_left: np.ndarray  # (P,) int64 how many of them are untried
     top_at: np.ndarray  # (P,) int64 the stack's top when the position was entered
     conflict: np.ndarray  # (P, words) uint64 positions the failures at p depend on
     stack_row: np.ndarray  # (S,) int64 listed candidates of the positions on the path
-    stack_weight: np.ndarray  # (S,) float64
+    stack_weight: np.ndarray  # (S,) float64, TRIED once drawn
+    stack_sums: np.ndarray  # (S,) float64 each list's Fenwick tree of its untried weights
     bounds: np.ndarray  # (4,) int64 those of the candidate about to be placed
     mask: np.ndarray  # (words,) uint64 a position set being built
     counters: np.ndarray  # (3,) int64: stack top, backtracks, jumps
@@ -277,6 +280,53 @@ def _rows_of(table, key):
 
 
 @compiled
+def fenwick_fill(sums, weight, off, n):
+    """A Fenwick tree of weight[off:off + n] in sums[off:off + n], in O(n): node i (from 1)
+    holds the sum of the i & −i weights that end at i."""
+    for i in range(1, n + 1):
+        sums[off + i - 1] = weight[off + i - 1]
+    for i in range(1, n + 1):
+        parent = i + (i & -i)
+        if parent <= n:
+            sums[off + parent - 1] += sums[off + i - 1]
+
+
+@compiled
+def fenwick_total(sums, off, n):
+    """The sum of a Fenwick tree's n weights."""
+    total, i = 0.0, n
+    while i > 0:
+        total += sums[off + i - 1]
+        i -= i & -i
+    return total
+
+
+@compiled
+def fenwick_find(sums, off, n, target):
+    """The place (from 0) of the first weight whose prefix sum exceeds target; n when none
+    does. A descent from the highest power of two, one node per level."""
+    place, step = 0, 1
+    while step * 2 <= n:
+        step *= 2
+    while step > 0:
+        node = place + step
+        if node <= n and sums[off + node - 1] <= target:
+            place = node
+            target -= sums[off + node - 1]
+        step >>= 1
+    return place
+
+
+@compiled
+def fenwick_add(sums, off, n, place, delta):
+    """Add delta to the weight at `place` (from 0)."""
+    i = place + 1
+    while i <= n:
+        sums[off + i - 1] += delta
+        i += i & -i
+
+
+@compiled
 def _blame(s, d, blame):
     for w in range(len(blame)):
         s.conflict[d, w] |= blame[w]
@@ -339,8 +389,9 @@ def _list(s, table, geo, d, forward_checking):
     """Push d's candidates, but its first draw, on the stack, untried. With forward checking,
     only those that make the next position's context one the table knows, its key finished from
     the rounds of its other slots, one round per candidate: the others would fail their first
-    check when drawn, each draw a pass over the list (at γ = 3 on the 100× scale corpus, 17 such
-    draws a step); they are dropped, and blamed, here at once."""
+    check when drawn, each a draw and a check (at γ = 3 on the 100× scale corpus, 17 such draws
+    a step); they are dropped, and blamed, here at once. The listed weights then get their
+    Fenwick tree (_next_candidate)."""
     off, drawn, q = s.counters[0], s.drawn[d], geo.completes[d, 0]
     rows, weight, table_weight, tokens = s.stack_row, s.stack_weight, table.weight, table.tokens
     screen = forward_checking and geo.slot[d, 0] == len(geo.offsets) - 1  # d fills q's last slot
@@ -357,7 +408,8 @@ def _list(s, table, geo, d, forward_checking):
         n += 1
     if dropped:
         _blame(s, d, geo.blame[d, 0])
-    s.list_off[d], s.list_left[d] = off, n
+    fenwick_fill(s.stack_sums, weight, off, n)
+    s.list_off[d], s.list_size[d], s.list_left[d] = off, n, n
     s.counters[0] = off + n
 
 
@@ -367,30 +419,27 @@ def _next_candidate(s, table, geo, d, draws, forward_checking):
     with P ∝ weight, so they come in the order of weighted sampling without replacement; each
     is checked when drawn, and one that fails is dropped (its blame kept) and the next drawn:
     the first that passes is distributed as q restricted to the candidates that pass, and the
-    others need no check. `draws` = (seed, sample, step): the k-th draw of a step uses
-    uniform(seed, sample, step, k), k ≥ 1 (the step's first draw used k = 0)."""
+    others need no check. A draw is a descent of the list's Fenwick tree and a drawn weight is
+    taken out of it, O(log n) each: a pass over the list per draw made long lists quadratic
+    (γ = 3 on the 100× scale corpus: ~1,000 weights summed a step, 1.9× slower). `draws` =
+    (seed, sample, step): the k-th draw of a step uses uniform(seed, sample, step, k), k ≥ 1
+    (the step's first draw used k = 0)."""
     if s.list_off[d] < 0:
         _list(s, table, geo, d, forward_checking)
-    off, (seed, sample, step) = s.list_off[d], draws
-    rows, weight = s.stack_row, s.stack_weight  # locals: no reference count per element
+    off, n, (seed, sample, step) = s.list_off[d], s.list_size[d], draws
+    rows, weight, sums = s.stack_row, s.stack_weight, s.stack_sums  # locals: no reference counts
     k = np.uint64(1)
     while s.list_left[d] > 0:
         u, k = uniform(seed, sample, step, k), k + _ONE
-        left = s.list_left[d]
-        total = 0.0
-        for e in range(off, off + left):
-            total += weight[e]
-        target, acc, chosen = u * total, 0.0, off + left - 1
-        for e in range(off, off + left):
-            acc += weight[e]
-            if acc > target:
-                chosen = e
-                break
-        last = off + left - 1  # the chosen one moves behind the untried ones
-        row = rows[chosen]
-        rows[chosen], rows[last] = rows[last], row
-        weight[chosen], weight[last] = weight[last], weight[chosen]
-        s.list_left[d] = left - 1
+        place = fenwick_find(sums, off, n, u * fenwick_total(sums, off, n))
+        if place >= n or weight[off + place] == TRIED:  # rounding at the end: the last untried
+            place = n - 1
+            while weight[off + place] == TRIED:
+                place -= 1
+        fenwick_add(sums, off, n, place, -weight[off + place])
+        weight[off + place] = TRIED
+        s.list_left[d] -= 1
+        row = rows[off + place]
         if _check(s, table, geo, d, table.tokens[row], forward_checking):
             return row
     return -1
@@ -501,20 +550,26 @@ def _reset(s, pad):
 def scratch(height, geo, stack):
     """One search's working arrays (numpy, made once per call)."""
     positions, words = geo.window.shape
+
+    def each() -> np.ndarray:  # one int64 per position
+        return np.empty(positions, np.int64)
+
     return _Scratch(
-        np.empty((height + geo.r, geo.width + 2 * geo.r), np.int64),
-        np.empty((positions, 2), np.int64),
-        np.empty(positions, np.int64),
-        np.empty(positions, np.int64),
-        np.empty(positions, np.int64),
-        np.empty(positions, np.int64),
-        np.empty(positions, np.int64),
-        np.empty((positions, words), np.uint64),
-        np.empty(stack, np.int64),
-        np.empty(stack, np.float64),
-        np.empty(4, np.int64),
-        np.empty(words, np.uint64),
-        np.empty(3, np.int64),
+        grid=np.empty((height + geo.r, geo.width + 2 * geo.r), np.int64),
+        seg=np.empty((positions, 2), np.int64),
+        rows=each(),
+        drawn=each(),
+        list_off=each(),
+        list_size=each(),
+        list_left=each(),
+        top_at=each(),
+        conflict=np.empty((positions, words), np.uint64),
+        stack_row=np.empty(stack, np.int64),
+        stack_weight=np.empty(stack, np.float64),
+        stack_sums=np.empty(stack, np.float64),
+        bounds=np.empty(4, np.int64),
+        mask=np.empty(words, np.uint64),
+        counters=np.empty(3, np.int64),
     )
 
 

@@ -101,3 +101,26 @@ def test_the_key_filter_misses_no_key_and_passes_few_others() -> None:
     assert key_filter.might_contain(keys).all()
     assert key_filter.might_contain(others).mean() < 0.005  # ~0.3 % expected
     assert all(depth_first.might_contain(key_filter.words, k) for k in keys[:100])
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 300])
+def test_a_fenwick_tree_draws_what_a_pass_over_the_weights_would(n: int) -> None:
+    """A list's draw (the first weight whose prefix sum exceeds the target) and its total, as
+    weights are taken out one by one, match a plain cumulative sum; the tree sits at an offset
+    in a larger array, as a list does on the search's stack, and leaves the rest alone."""
+    rng = np.random.default_rng(n)
+    off = 5
+    weight = np.full(off + n + 3, 7.0)
+    weight[off : off + n] = rng.random(n) ** 3  # uneven, as counts are
+    sums = np.full_like(weight, 9.0)
+    depth_first.fenwick_fill(sums, weight, off, n)
+    assert (sums[:off] == 9.0).all() and (sums[off + n :] == 9.0).all()
+    left = weight[off : off + n].copy()
+    for place in rng.permutation(n):
+        assert np.isclose(depth_first.fenwick_total(sums, off, n), left.sum())
+        for target in rng.random(5) * left.sum():
+            expected = int(np.argmax(np.cumsum(left) > target))
+            assert depth_first.fenwick_find(sums, off, n, target) == expected
+        depth_first.fenwick_add(sums, off, n, place, -left[place])
+        left[place] = 0.0  # taken out: never found again
+    assert abs(depth_first.fenwick_total(sums, off, n)) < 1e-12  # rounding is all that is left
