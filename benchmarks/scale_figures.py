@@ -15,7 +15,9 @@ Each engine builds the tables in its own copy of the run, as `latentgram build` 
 wall time, windows/s and the peak resident memory of its process tree (sampled every 0.2 s, JVM
 and Python workers included), then the store's size and the contexts and rows per γ. The two
 stores' tables are compared row for row (order-free hash sums). Then, per γ, the index load time
-and resident bytes per row, and exact-sampler grids/s, at 100× beside the 1× run.
+and resident bytes per row, and exact-sampler grids/s, at 100× beside the 1× run: both indexes
+loaded, their sampling runs taken in turn (`--repeats` each) so that the machine's drift falls on
+both alike. `--keep` keeps the corpus and its stores, and `--no-build` measures them again.
 """
 
 from __future__ import annotations
@@ -180,27 +182,45 @@ def rss() -> int:
     return tree_rss(os.getpid())
 
 
-def index_figures(store: Path, gamma: int, samples: int) -> dict[str, Any]:
-    """Index load time and resident bytes per row, and exact-sampler grids/s, of one table."""
+def load_index(store: Path, gamma: int) -> tuple[NgramIndex, dict[str, Any]]:
+    """One table's index, with its load time and resident bytes per row."""
     with open_store(store, read_only=True) as con:
         before = rss()
         started = time.perf_counter()
         index = NgramIndex.load(con, gamma)
         load_s = time.perf_counter() - started
         resident = rss() - before
-    sampler = ExactSampler(index)
-    sampler.sample(SampleConfig(n=256, seed=99))  # warm-up
-    started = time.perf_counter()
-    batch = sampler.sample(SampleConfig(n=samples, seed=0))
-    sample_s = time.perf_counter() - started
     rows = index.info.rows
-    return {
+    return index, {
         "rows": rows,
         "load_s": round(load_s, 2),
         "index_bytes_per_row": round(index.nbytes / rows, 1),
         "resident_bytes_per_row": round(resident / rows, 1),
-        "grids_per_s": round(samples / sample_s),
-        "ok_share": round(float(batch.ok.mean()), 3),
+    }
+
+
+def sampling_figures(stores: dict[str, Path], gamma: int, samples: int, repeats: int) -> dict:
+    """Index figures and exact-sampler grids/s per store, the stores' runs taken in turn."""
+    loaded = {name: load_index(store, gamma) for name, store in stores.items()}
+    samplers = {name: ExactSampler(index) for name, (index, _) in loaded.items()}
+    for sampler in samplers.values():
+        sampler.sample(SampleConfig(n=256, seed=99))  # compiles, and makes the weights
+    rates: dict[str, list[float]] = {name: [] for name in stores}
+    finished: dict[str, float] = {}
+    for seed in range(repeats):
+        for name, sampler in samplers.items():
+            started = time.perf_counter()
+            batch = sampler.sample(SampleConfig(n=samples, seed=seed))
+            rates[name].append(samples / (time.perf_counter() - started))
+            finished[name] = float(batch.ok.mean())
+    return {
+        name: {
+            **figures,
+            "grids_per_s": round(float(np.median(rates[name]))),
+            "grids_per_s_runs": [round(r) for r in rates[name]],
+            "ok_share": round(finished[name], 3),
+        }
+        for name, (_, figures) in loaded.items()
     }
 
 
@@ -213,50 +233,63 @@ def main() -> None:
     parser.add_argument("--gammas", default="3,5,7")
     parser.add_argument("--engines", default="duckdb,spark")
     parser.add_argument("--memory-limit", default="4GB")
-    parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--samples", type=int, default=20000, help="grids per sampling run")
+    parser.add_argument("--repeats", type=int, default=3, help="sampling runs per store")
     parser.add_argument("--keep", action="store_true", help="keep the corpus and stores in --out")
     parser.add_argument("--no-index", action="store_true", help="builds only: no loads or samples")
+    parser.add_argument(
+        "--no-build", action="store_true", help="sample the corpus a --keep run left in --out"
+    )
     args = parser.parse_args()
     source = RunPaths(args.run)
     runs = {engine: RunPaths(args.out / engine) for engine in args.engines.split(",")}
+    first = next(iter(runs.values()))
+    if args.no_build and not first.store.exists():
+        parser.error(f"--no-build: no store at {first.store}; run once with --keep first")
     figures: dict[str, Any] = {"copies": args.copies, "flips": args.flips}
     try:
-        first, *others = runs.values()
-        started = time.perf_counter()
-        images = make_corpus(source, first, args.copies, args.flips, seed=0)
-        figures["corpus"] = {
-            "images": images,
-            "latents_mib": round(first.latents.stat().st_size / 2**20, 1),
-            "made_s": round(time.perf_counter() - started, 1),
-        }
-        for other in others:
-            other.root.mkdir(parents=True, exist_ok=True)
-            os.link(first.latents, other.latents)
-            shutil.copy(first.blae_weights, other.blae_weights)
-        for engine, paths in runs.items():
-            figures[engine] = build_figures(paths, engine, args.gammas, args.memory_limit, images)
-            print(json.dumps({engine: figures[engine]}), flush=True)
-        digests = [table_digests(p.store) for p in runs.values()]
-        figures["engines_agree"] = all(d == digests[0] for d in digests)
-        if "duckdb" in runs and "spark" in runs:
-            figures["spark_vs_duckdb_wall"] = round(
-                figures["spark"]["wall_s"] / figures["duckdb"]["wall_s"], 2
-            )
+        if not args.no_build:
+            build_all(args, source, runs, figures)
         sampling = {}
         for gamma in () if args.no_index else (int(g) for g in args.gammas.split(",")):
-            one = index_figures(source.store, gamma, args.samples)
-            big = index_figures(first.store, gamma, args.samples)
-            sampling[f"gamma={gamma}"] = {
-                "1x": one,
-                f"{args.copies}x": big,
-                "grids_per_s_ratio": round(big["grids_per_s"] / one["grids_per_s"], 2),
-            }
-            print(json.dumps({f"gamma={gamma}": sampling[f"gamma={gamma}"]}), flush=True)
+            stores = {"1x": source.store, f"{args.copies}x": first.store}
+            measured = sampling_figures(stores, gamma, args.samples, args.repeats)
+            one, big = measured.values()
+            measured["grids_per_s_ratio"] = round(big["grids_per_s"] / one["grids_per_s"], 2)
+            sampling[f"gamma={gamma}"] = measured
+            print(json.dumps({f"gamma={gamma}": measured}), flush=True)
         figures["index_and_sampling"] = sampling
     finally:
-        if not args.keep:
+        if not (args.keep or args.no_build):
             shutil.rmtree(args.out, ignore_errors=True)
     print(json.dumps(figures, indent=2))
+
+
+def build_all(
+    args: argparse.Namespace, source: RunPaths, runs: dict[str, RunPaths], figures: dict
+) -> None:
+    """The corpus, then each engine's build of it, and whether their tables agree."""
+    first, *others = runs.values()
+    started = time.perf_counter()
+    images = make_corpus(source, first, args.copies, args.flips, seed=0)
+    figures["corpus"] = {
+        "images": images,
+        "latents_mib": round(first.latents.stat().st_size / 2**20, 1),
+        "made_s": round(time.perf_counter() - started, 1),
+    }
+    for other in others:
+        other.root.mkdir(parents=True, exist_ok=True)
+        os.link(first.latents, other.latents)
+        shutil.copy(first.blae_weights, other.blae_weights)
+    for engine, paths in runs.items():
+        figures[engine] = build_figures(paths, engine, args.gammas, args.memory_limit, images)
+        print(json.dumps({engine: figures[engine]}), flush=True)
+    digests = [table_digests(p.store) for p in runs.values()]
+    figures["engines_agree"] = all(d == digests[0] for d in digests)
+    if "duckdb" in runs and "spark" in runs:
+        figures["spark_vs_duckdb_wall"] = round(
+            figures["spark"]["wall_s"] / figures["duckdb"]["wall_s"], 2
+        )
 
 
 if __name__ == "__main__":
