@@ -432,7 +432,7 @@ def _next_candidate(s, table, geo, d, draws, forward_checking):
     while s.list_left[d] > 0:
         u, k = uniform(seed, sample, step, k), k + _ONE
         place = fenwick_find(sums, off, n, u * fenwick_total(sums, off, n))
-        if place >= n or weight[off + place] == TRIED:  # rounding at the end: the last untried
+        if place >= n or weight[off + place] == TRIED:  # rounding: take the last untried
             place = n - 1
             while weight[off + place] == TRIED:
                 place -= 1
