@@ -135,7 +135,6 @@ class ExactSampler:
             single=c.single,
         )
         self._key_slots = index.key_slots  # mapped with the index, or built once per index
-        self._above_slots = index.above_slots
         longest = int(np.diff(index.starts).max()) if len(index.keys) else 1
         self._stack = c.positions * longest  # one list per position on the path at most
         self._weights: dict[float, Weights] = {}
@@ -161,7 +160,6 @@ class ExactSampler:
             tokens=read_only(index.tokens),
             weight=read_only(weights.w),
             cum=read_only(weights.cum),
-            above_slots=read_only(self._above_slots),
             above_words=read_only(index.above_filter.words),
             positional=bool(index.info.positional),
         )

@@ -96,18 +96,12 @@ def key_hash_table(keys: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return depth_first.hash_table(keys, depth_first.row_ranges(starts))
 
 
-def above_hash_table(above_keys: np.ndarray) -> np.ndarray:
-    """SearchAids.above_slots of a table's above keys."""
-    return depth_first.hash_table(above_keys, np.arange(len(above_keys), dtype=np.int64))
-
-
 @dataclass(frozen=True)
 class SearchAids:
     """What the exact search looks keys up in, built from the index's keys: saved with the index
     (ngram/index_files.py) so that no process builds them again."""
 
     key_slots: np.ndarray  # (S, 2) int64 hash table: key → its rows (depth_first.row_ranges)
-    above_slots: np.ndarray  # (S', 2) int64 hash table: above key → its index
     key_words: np.ndarray  # (B,) uint64 Bloom filter words of keys (KeyFilter)
     above_words: np.ndarray  # (B',) uint64 Bloom filter words of above_keys
 
@@ -176,30 +170,12 @@ class NgramIndex:
         it came built."""
         return self.built.key_slots if self.built else self._key_slots()
 
-    @cached_property
-    def above_slots(self) -> np.ndarray:
-        return self.built.above_slots if self.built else self._above_slots()
-
     def _key_slots(self) -> np.ndarray:
         return key_hash_table(self.keys, self.starts)
 
-    def _above_slots(self) -> np.ndarray:
-        return above_hash_table(self.above_keys)
-
     def search_aids(self) -> SearchAids:
         """The hash tables and filters, built now if they were not."""
-        return SearchAids(
-            self.key_slots, self.above_slots, self.key_filter.words, self.above_filter.words
-        )
-
-    def has_above(self, keys: np.ndarray) -> np.ndarray:
-        """(M,) bool: whether some context of the table has this above part (a key made by
-        context_keys of the first above_size(γ) slots, with positions for a positional table)."""
-        found = self.above_filter.might_contain(keys)
-        maybe = np.flatnonzero(found)
-        at = np.minimum(np.searchsorted(self.above_keys, keys[maybe]), len(self.above_keys) - 1)
-        found[maybe] = self.above_keys[at] == keys[maybe]
-        return found
+        return SearchAids(self.key_slots, self.key_filter.words, self.above_filter.words)
 
     def lookup_keys(self, keys: np.ndarray) -> Lookup:
         """Row ranges of many context keys at once (binary search)."""

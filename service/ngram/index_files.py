@@ -35,7 +35,6 @@ from service.ngram.index import (
     KeyFilter,
     NgramIndex,
     SearchAids,
-    above_hash_table,
     key_hash_table,
     read_above_keys,
     read_keyed_rows,
@@ -47,7 +46,8 @@ log = logging.getLogger(__name__)
 INDEX_DIR = "index"  # beside the store
 # What the search aids hold and how they hash (depth_first): files of another layout are stale.
 # 2: key_slots hold packed row ranges, first slots and filter words from a key's top bits.
-INDEX_LAYOUT = 2
+# 3: no hash table of the above parts: the search asks their Bloom filter alone.
+INDEX_LAYOUT = 3
 _TABLE_ARRAYS = ("keys", "starts", "tokens", "counts", "examples", "above_keys")
 
 
@@ -97,9 +97,9 @@ def _check_sizes(index: NgramIndex) -> None:
     for name, length in table.items():
         if getattr(index, name).shape != (length,):
             raise StaleArrays(f"{name} of {info.name} should hold {length} values")
-    for slots, keys in ((aids.key_slots, index.keys), (aids.above_slots, index.above_keys)):
-        if slots.ndim != 2 or slots.shape[1] != 2 or len(slots) != slots_for(len(keys)):
-            raise StaleArrays(f"a hash table of {info.name} is not sized for its keys")
+    slots = aids.key_slots
+    if slots.ndim != 2 or slots.shape[1] != 2 or len(slots) != slots_for(info.contexts):
+        raise StaleArrays(f"the hash table of {info.name} is not sized for its keys")
     if index.starts[0] != 0 or index.starts[-1] != info.rows:
         raise StaleArrays(f"the offsets of {info.name} do not span its {info.rows} rows")
 
@@ -134,7 +134,6 @@ def write_index(
         "above_keys": above_keys,
         "key_slots": partial(key_hash_table, keys, starts),
         "key_words": lambda: KeyFilter(keys).words,
-        "above_slots": lambda: above_hash_table(above[0]),
         "above_words": lambda: KeyFilter(above[0]).words,
     }
     write_arrays(index_folder(store, info.table_id), arrays, _meta(info), read_back=False)

@@ -62,7 +62,7 @@ def test_the_second_load_maps_what_the_first_wrote(
     mapped = [neighbours.ids, neighbours.packed, neighbours.reconstructions]
     mapped += [neighbours.pixels.pixels, neighbours.latents.words]
     for index in second.indexes.values():
-        mapped += [index.keys, index.starts, index.tokens, index.key_slots, index.above_slots]
+        mapped += [index.keys, index.starts, index.tokens, index.key_slots]
     assert not any(array.flags.writeable for array in mapped)
     assert_same_service(second, first)
 
