@@ -174,7 +174,7 @@ class NgramIndex:
         return key_hash_table(self.keys, self.starts)
 
     def search_aids(self) -> SearchAids:
-        """The hash tables and filters, built now if they were not."""
+        """The hash table and filters, built now if they were not."""
         return SearchAids(self.key_slots, self.key_filter.words, self.above_filter.words)
 
     def lookup_keys(self, keys: np.ndarray) -> Lookup:
