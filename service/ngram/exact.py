@@ -12,7 +12,8 @@ Two things keep the search from wandering in branches that cannot finish (ngram/
   rows: a candidate that would make such a context one the table never saw, or such an above
   part the start of none, is dropped when it is drawn, before it is placed (once a position's
   first draw has failed, the next position's context is checked for all its other candidates
-  as they are listed, and only those that pass are drawn);
+  as they are listed, and only those that pass are drawn). Above parts and the listing ask a
+  Bloom filter alone: the few it wrongly passes are dropped by a later exact check;
 - conflict-directed backjumping: each position collects the positions its failures depend on
   (its own window, the windows of the contexts that rejected its candidates, and what failed
   deeper below it); when it runs out of candidates the search jumps to the latest of them,
