@@ -46,8 +46,7 @@ class Table(NamedTuple):
     key_slots: np.ndarray  # (S, 2) int64 hash table: context key → its rows (row_ranges)
     key_words: np.ndarray  # the bit words of a Bloom filter of the keys (index.KeyFilter)
     tokens: np.ndarray  # (R,) int64 next token of each row
-    weight: np.ndarray  # (R,) float64 count^(1/T), ≤ 1 within a context
-    cum: np.ndarray  # (R,) float64 inclusive prefix sums of weight
+    cum: np.ndarray  # (R,) float64 prefix sums of count^(1/T) within each context, inclusive
     above_words: np.ndarray  # a Bloom filter of the keys of the contexts' above parts
     positional: bool  # keys carry the position of their context
 
@@ -366,23 +365,50 @@ def _check(s, table, geo, d, token, forward_checking):
     return True
 
 
+@compiled
+def draw_row(cum, start, end, u):
+    """The row of [start, end) that the uniform u picks with P ∝ weight: the first whose prefix
+    sum (within its context, so cum[end − 1] is the context's total) exceeds u · total."""
+    target = u * cum[end - 1]
+    lo, hi = start, end - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if cum[mid] > target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit(cache=True, nogil=True)
+def draw_rows(cum, starts, ends, u):
+    """draw_row of many [start, end) ranges and uniforms: (M,) rows."""
+    rows = np.empty(len(starts), np.int64)
+    for i in range(len(starts)):
+        rows[i] = draw_row(cum, starts[i], ends[i], u[i])
+    return rows
+
+
+@njit(cache=True, nogil=True)
+def context_prefix_sums(weight, starts):
+    """Inclusive prefix sums of weight that start again at each context (starts: (M + 1,)
+    offsets): a context's sums stay as small, and as exact, as its own weights, where sums over
+    the whole table would carry its total's rounding (~1e-8 at 57 M rows) into every draw."""
+    cum = np.empty(len(weight), np.float64)
+    for m in range(len(starts) - 1):
+        total = 0.0
+        for row in range(starts[m], starts[m + 1]):
+            total += weight[row]
+            cum[row] = total
+    return cum
+
+
 @inlined
 def _first_draw(s, table, geo, d, u, forward_checking):
     """A row of d's histogram with P ∝ weight (inverse CDF over the prefix sums) if it passes
     forward checking, else −1. Most contexts hold one token: no draw, no list."""
     start, end = s.seg[d, 0], s.seg[d, 1]
-    row = start
-    if end - start > 1:
-        base = table.cum[start] - table.weight[start]
-        target = base + u * (table.cum[end - 1] - base)
-        lo, hi = start, end - 1
-        while lo < hi:  # the first row whose prefix sum exceeds the target
-            mid = (lo + hi) >> 1
-            if table.cum[mid] > target:
-                hi = mid
-            else:
-                lo = mid + 1
-        row = lo
+    row = start if end - start == 1 else draw_row(table.cum, start, end, u)
     s.drawn[d] = row
     return row if _check(s, table, geo, d, table.tokens[row], forward_checking) else -1
 
@@ -398,7 +424,7 @@ def _list(s, table, geo, d, forward_checking):
     (+10–15 % grids/s at γ = 3 on the 100× corpus against the exact lookup). The listed weights
     then get their Fenwick tree (_next_candidate)."""
     off, drawn, q = s.counters[0], s.drawn[d], geo.completes[d, 0]
-    rows, weight, table_weight, tokens = s.stack_row, s.stack_weight, table.weight, table.tokens
+    rows, weight, cum, tokens = s.stack_row, s.stack_weight, table.cum, table.tokens
     screen = forward_checking and geo.slot[d, 0] == len(geo.offsets) - 1  # d fills q's last slot
     lead = _rounds(s.grid, geo, q, len(geo.offsets) - 1, -1, 0) if screen else _GOLDEN
     n, dropped = 0, False
@@ -410,7 +436,7 @@ def _list(s, table, geo, d, forward_checking):
             dropped = True
             continue
         rows[off + n] = row
-        weight[off + n] = table_weight[row]
+        weight[off + n] = cum[row] - cum[row - 1] if row > s.seg[d, 0] else cum[row]
         n += 1
     if dropped:
         _blame(s, d, geo.blame[d, 0])

@@ -71,20 +71,19 @@ _FAILURES = {
 
 
 class Weights:
-    """Per-row weights count^(1/T) scaled to ≤ 1 within each context, and their prefix sums."""
+    """Per-row weights count^(1/T), scaled to ≤ 1 within each context, kept as their prefix sums
+    within each context (depth_first.context_prefix_sums): 8 bytes a row per temperature."""
 
     def __init__(self, index: NgramIndex, temperature: float) -> None:
         counts = index.counts.astype(np.float64)
         seg_max = np.maximum.reduceat(counts, index.starts[:-1]) if len(counts) else counts
         lengths = np.diff(index.starts)
-        self.w = (counts / np.repeat(seg_max, lengths)) ** (1.0 / temperature)
-        self.cum = np.cumsum(self.w)  # inclusive prefix sums
+        weight = (counts / np.repeat(seg_max, lengths)) ** (1.0 / temperature)
+        self.cum = depth_first.context_prefix_sums(weight, index.starts)
 
     def draw(self, start: np.ndarray, end: np.ndarray, u: np.ndarray) -> np.ndarray:
         """One row in each [start, end) with P(row) ∝ weight, by inverse CDF of uniforms u."""
-        base = self.cum[start] - self.w[start]
-        target = base + u * (self.cum[end - 1] - base)
-        return np.clip(np.searchsorted(self.cum, target, side="right"), start, end - 1)
+        return depth_first.draw_rows(self.cum, start, end, u)
 
 
 def read_only(array: np.ndarray) -> np.ndarray:
@@ -142,7 +141,7 @@ class ExactSampler:
         self._lock = threading.Lock()  # the service samples from several threads at once
 
     def weights(self, temperature: float) -> Weights:
-        """Per-temperature weights, the last few kept (each is two floats per table row)."""
+        """Per-temperature weights, the last few kept (each is one float per table row)."""
         with self._lock:
             if temperature not in self._weights:
                 if len(self._weights) >= 4:
@@ -159,7 +158,6 @@ class ExactSampler:
             key_slots=read_only(self._key_slots),
             key_words=read_only(index.key_filter.words),
             tokens=read_only(index.tokens),
-            weight=read_only(weights.w),
             cum=read_only(weights.cum),
             above_words=read_only(index.above_filter.words),
             positional=bool(index.info.positional),

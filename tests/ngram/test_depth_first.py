@@ -124,3 +124,20 @@ def test_a_fenwick_tree_draws_what_a_pass_over_the_weights_would(n: int) -> None
         depth_first.fenwick_add(sums, off, n, place, -left[place])
         left[place] = 0.0  # taken out: never found again
     assert abs(depth_first.fenwick_total(sums, off, n)) < 1e-12  # rounding is all that is left
+
+
+def test_prefix_sums_start_again_at_each_context_and_draws_read_them() -> None:
+    """Each context's sums are its own weights' running total (its last one its total, however
+    many rows come before it), and a draw is the first row whose sum exceeds u · that total."""
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(1, 9, 200)
+    starts = np.r_[0, np.cumsum(lengths)]
+    weight = rng.random(starts[-1]) ** 3
+    cum = depth_first.context_prefix_sums(weight, starts)
+    for lo, hi in itertools.pairwise(starts):
+        np.testing.assert_allclose(cum[lo:hi], np.cumsum(weight[lo:hi]), rtol=1e-15)
+    u = rng.random(len(lengths))
+    rows = depth_first.draw_rows(cum, starts[:-1], starts[1:], u)
+    for (lo, hi), row, x in zip(itertools.pairwise(starts), rows, u, strict=True):
+        running = np.cumsum(weight[lo:hi])
+        assert row - lo == min(np.searchsorted(running, x * running[-1], "right"), hi - lo - 1)
