@@ -159,7 +159,7 @@ class ExactSampler:
             key_words=read_only(index.key_filter.words),
             tokens=read_only(index.tokens),
             cum=read_only(weights.cum),
-            above_words=read_only(index.above_filter.words),
+            above_words=read_only(index.above_words),
             positional=bool(index.info.positional),
         )
 

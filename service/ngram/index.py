@@ -67,12 +67,14 @@ class KeyFilter:
 
     BITS_PER_KEY = 20
 
-    def __init__(self, keys: np.ndarray, words: np.ndarray | None = None) -> None:
+    def __init__(self, keys: np.ndarray | None = None, words: np.ndarray | None = None) -> None:
         """The filter of `keys`, or the one whose bit `words` were built before (then `keys`
         is not read)."""
         if words is not None:
             self.words = words
             return
+        if keys is None:
+            raise ValueError("a KeyFilter needs its keys or its words")
         self.words = np.zeros(max(1, -(-self.BITS_PER_KEY * len(keys) // 64)), np.uint64)
         depth_first.fill_filter(self.words, np.ascontiguousarray(keys, np.int64))
 
@@ -103,7 +105,6 @@ class SearchAids:
 
     key_slots: np.ndarray  # (S, 2) int64 hash table: key → its rows (depth_first.row_ranges)
     key_words: np.ndarray  # (B,) uint64 Bloom filter words of keys (KeyFilter)
-    above_words: np.ndarray  # (B',) uint64 Bloom filter words of above_keys
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,9 @@ class NgramIndex:
     tokens: np.ndarray  # (R,) int64
     counts: np.ndarray  # (R,) int64
     examples: np.ndarray  # (R,) int64
-    above_keys: np.ndarray  # (A,) int64, sorted, unique: keys of the contexts' above parts
+    # (B',) uint64 Bloom filter words (KeyFilter) of the keys of the contexts' above parts: the
+    # search only asks whether an above part may start a context, so the keys are not kept
+    above_words: np.ndarray
     built: SearchAids | None = field(default=None, repr=False, compare=False)  # None: build them
 
     @property
@@ -128,7 +131,7 @@ class NgramIndex:
 
     @property
     def nbytes(self) -> int:
-        """The table's arrays (search aids such as above_keys and the filters not counted)."""
+        """The table's arrays (search aids such as the hash table and filters not counted)."""
         arrays = (self.keys, self.starts, self.tokens, self.counts, self.examples)
         return sum(a.nbytes for a in arrays)
 
@@ -152,7 +155,7 @@ class NgramIndex:
             tokens=rows["token"],
             counts=rows["count"],
             examples=rows["example_image"],
-            above_keys=read_above_keys(con, info),
+            above_words=KeyFilter(read_above_keys(con, info)).words,
         )
 
     @cached_property
@@ -162,7 +165,7 @@ class NgramIndex:
 
     @cached_property
     def above_filter(self) -> KeyFilter:
-        return KeyFilter(self.above_keys, self.built.above_words if self.built else None)
+        return KeyFilter(words=self.above_words)
 
     @cached_property
     def key_slots(self) -> np.ndarray:
@@ -175,7 +178,7 @@ class NgramIndex:
 
     def search_aids(self) -> SearchAids:
         """The hash table and filters, built now if they were not."""
-        return SearchAids(self.key_slots, self.key_filter.words, self.above_filter.words)
+        return SearchAids(self.key_slots, self.key_filter.words)
 
     def lookup_keys(self, keys: np.ndarray) -> Lookup:
         """Row ranges of many context keys at once (binary search)."""

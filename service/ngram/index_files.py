@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 
 import duckdb
-import numpy as np
 
 from service.array_files import (
     ArrayOrMaker,
@@ -46,9 +45,9 @@ log = logging.getLogger(__name__)
 INDEX_DIR = "index"  # beside the store
 # What the search aids hold and how they hash (depth_first): files of another layout are stale.
 # 2: key_slots hold packed row ranges, first slots and filter words from a key's top bits.
-# 3: no hash table of the above parts: the search asks their Bloom filter alone.
+# 3: the above parts' Bloom filter alone, without their keys or hash table.
 INDEX_LAYOUT = 3
-_TABLE_ARRAYS = ("keys", "starts", "tokens", "counts", "examples", "above_keys")
+_TABLE_ARRAYS = ("keys", "starts", "tokens", "counts", "examples", "above_words")
 
 
 def index_root(store: Path) -> Path:
@@ -119,22 +118,15 @@ def write_index(
     if not os.access(root, os.W_OK):
         raise PermissionError(errno.EACCES, "cannot write the index files", str(root))
     keys, starts, rows = read_keyed_rows(con, info)
-    above: list[np.ndarray] = []  # read once the rows are written and gone
-
-    def above_keys() -> np.ndarray:
-        above.append(read_above_keys(con, info))
-        return above[0]
-
     arrays: dict[str, ArrayOrMaker] = {
         "tokens": partial(rows.pop, "token"),
         "counts": partial(rows.pop, "count"),
         "examples": partial(rows.pop, "example_image"),
         "keys": keys,
         "starts": starts,
-        "above_keys": above_keys,
         "key_slots": partial(key_hash_table, keys, starts),
         "key_words": lambda: KeyFilter(keys).words,
-        "above_words": lambda: KeyFilter(above[0]).words,
+        "above_words": lambda: KeyFilter(read_above_keys(con, info)).words,
     }
     write_arrays(index_folder(store, info.table_id), arrays, _meta(info), read_back=False)
     live = {str(table_id) for table_id in (*keep, info.table_id)}
