@@ -67,14 +67,12 @@ class KeyFilter:
 
     BITS_PER_KEY = 20
 
-    def __init__(self, keys: np.ndarray | None = None, words: np.ndarray | None = None) -> None:
+    def __init__(self, keys: np.ndarray, words: np.ndarray | None = None) -> None:
         """The filter of `keys`, or the one whose bit `words` were built before (then `keys`
         is not read)."""
         if words is not None:
             self.words = words
             return
-        if keys is None:
-            raise ValueError("a KeyFilter needs its keys or its words")
         self.words = np.zeros(max(1, -(-self.BITS_PER_KEY * len(keys) // 64)), np.uint64)
         depth_first.fill_filter(self.words, np.ascontiguousarray(keys, np.int64))
 
@@ -162,10 +160,6 @@ class NgramIndex:
     def key_filter(self) -> KeyFilter:
         """Built on first use (the exact search's forward check), unless it came built."""
         return KeyFilter(self.keys, self.built.key_words if self.built else None)
-
-    @cached_property
-    def above_filter(self) -> KeyFilter:
-        return KeyFilter(words=self.above_words)
 
     @cached_property
     def key_slots(self) -> np.ndarray:
