@@ -57,7 +57,8 @@ CHUNK_WINDOWS = 1 << 22
 CHUNK_CONTEXT_TOKENS = 1 << 29
 COLLISION = "two different contexts share a 64-bit key: report this, it should not happen"
 # What DuckDB's memory_limit takes: a number and a unit (B, KB, MiB, GB, …) or a percentage.
-_MEMORY_LIMIT = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B|bytes|%)?", re.IGNORECASE)
+# DuckDB takes no bare number (its "Unknown unit for memory"), so the unit is required here.
+_MEMORY_LIMIT = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B|bytes|%)", re.IGNORECASE)
 _UNIT_BYTES = {
     "b": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -128,10 +129,13 @@ def in_chunks(grids: TokenGrids, images: int) -> Iterator[TokenGrids]:
 
 def parse_memory_limit(text: str) -> str:
     """A DuckDB memory size such as 4GB, 512MiB or 80%, stripped; InvalidInputError otherwise."""
-    if not _MEMORY_LIMIT.fullmatch(text.strip()):
+    match = _MEMORY_LIMIT.fullmatch(text.strip())
+    if not match:
         raise InvalidInputError(
             f"memory limit must be a size such as 4GB, 512MB or 2GiB, got {text!r}"
         )
+    if float(match.group(1)) == 0:
+        raise InvalidInputError(f"memory limit must be more than 0, got {text!r}")
     return text.strip()
 
 
@@ -148,12 +152,12 @@ def index_memory_limit(build_limit: str | None) -> str:
 
 
 def _size_in_bytes(limit: str) -> float | None:
-    """The bytes of a size parse_memory_limit accepts; None for a percentage or a bare number."""
+    """The bytes of a size parse_memory_limit accepts; None for a percentage."""
     match = _MEMORY_LIMIT.fullmatch(limit)
-    unit = (match.group(2) or "").lower() if match else ""
+    unit = match.group(2).lower() if match else ""
     if match is None or unit not in _UNIT_BYTES:
         return None
-    return float(limit[: match.start(2)]) * _UNIT_BYTES[unit]
+    return float(match.group(1)) * _UNIT_BYTES[unit]
 
 
 def limit_memory(

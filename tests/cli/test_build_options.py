@@ -69,6 +69,8 @@ def _closed_port() -> int:
     "args,env,message",
     [
         (("--memory-limit", "lots"), {}, "memory limit must be a size such as 4GB"),
+        (("--memory-limit", "0"), {}, "memory limit must be a size such as 4GB"),
+        (("--memory-limit", "0MB"), {}, "memory limit must be more than 0"),
         ((), {"LATENTGRAM_BUILD_MEMORY_LIMIT": "4 gigs"}, "memory limit must be a size"),
         (("--engine", "hadoop"), {}, "--engine: Input should be 'duckdb'"),
         ((), {"LATENTGRAM_BUILD_ENGINE": "hadoop"}, "LATENTGRAM_BUILD_ENGINE: Input should be"),

@@ -282,7 +282,7 @@ def test_no_training_images_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_memory_limit_is_set_or_refused(tmp_path: Path) -> None:
     with open_store(tmp_path / "s.duckdb") as con:
-        for bad in ("lots", "4 GB; DROP TABLE ngrams", "-1GB", ""):
+        for bad in ("lots", "4 GB; DROP TABLE ngrams", "-1GB", "", "4096", "0GB", "0%"):
             with pytest.raises(InvalidInputError, match="memory limit"):
                 limit_memory(con, bad, None)
         limit_memory(con, "64MiB", tmp_path / "spill")
