@@ -22,16 +22,18 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
 
 
-def read_above_keys(con: duckdb.DuckDBPyConnection, info: TableInfo) -> np.ndarray:
-    """The sorted distinct keys of the above parts of a table's contexts, read a batch of
-    contexts at a time: only the keys are held, never every context's tokens."""
+def read_above_filter(con: duckdb.DuckDBPyConnection, info: TableInfo) -> np.ndarray:
+    """The Bloom filter words (KeyFilter) of the distinct keys of the above parts of a table's
+    contexts, read a batch of contexts at a time: only the keys are held, never every context's
+    tokens, and they are dropped once the filter is made."""
     width, size = context_size(info.gamma), above_size(info.gamma)
     no_positions = np.zeros(0, np.int64)
     parts = [
         depth_first.prefix_keys(tokens, width, size, no_positions if at is None else at)
         for tokens, at in iter_context_tokens(con, info)
     ]
-    return sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    keys = sorted_unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    return KeyFilter(keys).words
 
 
 def group_offsets(sorted_keys: np.ndarray) -> np.ndarray:
@@ -153,7 +155,7 @@ class NgramIndex:
             tokens=rows["token"],
             counts=rows["count"],
             examples=rows["example_image"],
-            above_words=KeyFilter(read_above_keys(con, info)).words,
+            above_words=read_above_filter(con, info),
         )
 
     @cached_property

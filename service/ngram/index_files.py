@@ -35,7 +35,7 @@ from service.ngram.index import (
     NgramIndex,
     SearchAids,
     key_hash_table,
-    read_above_keys,
+    read_above_filter,
     read_keyed_rows,
 )
 from service.ngram.store import TableInfo, list_tables
@@ -126,7 +126,7 @@ def write_index(
         "starts": starts,
         "key_slots": partial(key_hash_table, keys, starts),
         "key_words": lambda: KeyFilter(keys).words,
-        "above_words": lambda: KeyFilter(read_above_keys(con, info)).words,
+        "above_words": partial(read_above_filter, con, info),
     }
     write_arrays(index_folder(store, info.table_id), arrays, _meta(info), read_back=False)
     live = {str(table_id) for table_id in (*keep, info.table_id)}
