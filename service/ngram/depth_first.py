@@ -431,10 +431,11 @@ def _list(s, table, geo, d, forward_checking):
     for row in range(s.seg[d, 0], s.seg[d, 1]):
         if row == drawn:
             continue
-        key = _finish(_mix(lead, tokens[row]), q, table.positional) if screen else 0
-        if screen and not might_contain(table.key_words, key):
-            dropped = True
-            continue
+        if screen:
+            key = _finish(_mix(lead, tokens[row]), q, table.positional)
+            if not might_contain(table.key_words, key):
+                dropped = True
+                continue
         rows[off + n] = row
         weight[off + n] = cum[row] - cum[row - 1] if row > s.seg[d, 0] else cum[row]
         n += 1
