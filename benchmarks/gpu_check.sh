@@ -16,7 +16,11 @@
 #
 # A machine without DuckDB gets it from wheels in .whl/ (downloaded beforehand with
 # `pip download --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64
-#  --no-deps -d .whl duckdb==1.*`): they are installed into /tmp/site.
+#  --platform manylinux_2_28_x86_64 --no-deps -d .whl duckdb==2.* pydantic pydantic-core
+#  pydantic-settings python-dotenv annotated-types typing-inspection`, the versions of .venv: an
+# image with PyTorch alone lacked all of these): they are installed into /tmp/site. A machine
+# without Debian's dataset package reads Fashion-MNIST's four .gz files from the folder named by
+# LATENTGRAM_FASHION_MNIST_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-/tmp/latentgram-gpu}
