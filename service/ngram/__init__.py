@@ -13,6 +13,7 @@
 - samples.py     the sampling request and result shared by every mode, counter-based randomness
 - exact.py       exact depth-first search with forward checking and backjumping
 - depth_first.py its loop, compiled with numba (context keys, hash tables, the search itself)
+- prefetch.py    a cache prefetch for compiled code, so that a thread's searches overlap misses
 - constraints.py which positions of a grid constrain which, for the search
 - modes.py       the Sampler: exact, backoff, hybrid and neural over tables and γ-ARVMs
 """

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, cast
 import numpy as np
 from numba import njit
 
+from service.ngram.prefetch import prefetch
 from service.ngram.windows import _GOLDEN, _MIX1, _MIX2
 
 # The search allocates nothing (its arrays come from the caller), so it is compiled without
@@ -82,7 +83,8 @@ class Results(NamedTuple):
 
 
 class _Scratch(NamedTuple):
-    """One search's state, reused from sample to sample."""
+    """One search's state, reused from sample to sample (scratch() makes LANES of them in
+    arrays of one more dimension, the lane first; _lane views one)."""
 
     grid: np.ndarray  # (H + r, W + 2r) int64 padded tokens, filled below the depth
     seg: np.ndarray  # (P, 2) int64 rows [start, end) of each position's context, −1: unknown
@@ -99,6 +101,8 @@ class _Scratch(NamedTuple):
     bounds: np.ndarray  # (4,) int64 those of the candidate about to be placed
     mask: np.ndarray  # (words,) uint64 a position set being built
     counters: np.ndarray  # (3,) int64: stack top, backtracks, jumps
+    keys: np.ndarray  # (2 + J,) int64 the keys of a candidate's forward check (_keys)
+    lane: np.ndarray  # (LANE_FIELDS,) int64 where the search stands (PHASE, DEPTH, …)
 
 
 @compiled
@@ -331,37 +335,50 @@ def _blame(s, d, blame):
 
 
 @inlined
-def _check(s, table, geo, d, token, forward_checking):
-    """Forward checking of `token` at d: every context it completes must be a context of the
-    table, every above part it completes the start of one. A failure adds the positions that
-    made the failing context to d's conflict set. Writes the completed contexts' rows to
-    s.bounds (−1: none, or not checked).
+def _keys(s, table, geo, d, token):
+    """Forward checking of `token` at d, its first half: the keys of the contexts it completes
+    and of the above parts it completes, into s.keys, their filter words and first
+    hash slots prefetched for _verify."""
+    slots = len(geo.offsets)
+    for k in range(2):
+        q = geo.completes[d, k]
+        if q >= 0:
+            key = window_key(s.grid, geo, q, slots, geo.slot[d, k], token, table.positional)
+            s.keys[k] = key
+            prefetch(table.key_words, _spread(key, len(table.key_words)))
+            prefetch(table.key_slots, _spread(key, len(table.key_slots)))
+    for j in range(geo.above.shape[1]):
+        q = geo.above[d, j]
+        if q >= 0:
+            slot = geo.above_slot[d, j]
+            key = window_key(s.grid, geo, q, geo.above_size, slot, token, table.positional)
+            s.keys[2 + j] = key
+            prefetch(table.above_words, _spread(key, len(table.above_words)))
+
+
+@inlined
+def _verify(s, table, geo, d):
+    """Forward checking, its second half, on the keys of _keys: every context the candidate
+    completes must be a context of the table, every above part it completes the start of one.
+    A failure adds the positions that made the failing context to d's conflict set. Writes the
+    completed contexts' rows to s.bounds (−1: none).
 
     Above parts are asked of their Bloom filter alone: a false positive (~0.3 %) only keeps a
     candidate that the full context's check drops later, so pruning still drops only candidates
     that cannot finish; the exact hash table behind it cost a cache miss a lookup (without it,
     at 100× the default corpus: γ = 3 +10–25 % grids/s, γ = 5 +7–18 %)."""
     s.bounds[:] = -1
-    if not forward_checking:
-        return True
-    slots = len(geo.offsets)
     for k in range(2):
-        q = geo.completes[d, k]
-        if q >= 0:
-            key = window_key(s.grid, geo, q, slots, geo.slot[d, k], token, table.positional)
-            rows = _rows_of(table, key)
+        if geo.completes[d, k] >= 0:
+            rows = _rows_of(table, s.keys[k])
             if rows < 0:
                 _blame(s, d, geo.blame[d, k])
                 return False
             s.bounds[2 * k], s.bounds[2 * k + 1] = _unpack_rows(rows)
     for j in range(geo.above.shape[1]):
-        q = geo.above[d, j]
-        if q >= 0:
-            slot = geo.above_slot[d, j]
-            key = window_key(s.grid, geo, q, geo.above_size, slot, token, table.positional)
-            if not might_contain(table.above_words, key):
-                _blame(s, d, geo.above_blame[d, j])
-                return False
+        if geo.above[d, j] >= 0 and not might_contain(table.above_words, s.keys[2 + j]):
+            _blame(s, d, geo.above_blame[d, j])
+            return False
     return True
 
 
@@ -404,25 +421,15 @@ def context_prefix_sums(weight, starts):
 
 
 @inlined
-def _first_draw(s, table, geo, d, u, forward_checking):
-    """A row of d's histogram with P ∝ weight (inverse CDF over the prefix sums) if it passes
-    forward checking, else −1. Most contexts hold one token: no draw, no list."""
-    start, end = s.seg[d, 0], s.seg[d, 1]
-    row = start if end - start == 1 else draw_row(table.cum, start, end, u)
-    s.drawn[d] = row
-    return row if _check(s, table, geo, d, table.tokens[row], forward_checking) else -1
-
-
-@inlined
 def _list(s, table, geo, d, forward_checking):
     """Push d's candidates, but its first draw, on the stack, untried. With forward checking,
     only those that make the next position's context one the table knows, its key finished from
     the rounds of its other slots, one round per candidate: the others would fail their first
     check when drawn, each a draw and a check (at γ = 3 on the 100× scale corpus, 17 such draws
     a step); they are dropped, and blamed, here at once. The key filter alone answers, as for
-    above parts in _check: a false positive is listed and dropped by its check when drawn
+    above parts in _verify: a false positive is listed and dropped by its check when drawn
     (+10–15 % grids/s at γ = 3 on the 100× corpus against the exact lookup). The listed weights
-    then get their Fenwick tree (_next_candidate)."""
+    then get their Fenwick tree (_draw_next)."""
     off, drawn, q = s.counters[0], s.drawn[d], geo.completes[d, 0]
     rows, weight, cum, tokens = s.stack_row, s.stack_weight, table.cum, table.tokens
     screen = forward_checking and geo.slot[d, 0] == len(geo.offsets) - 1  # d fills q's last slot
@@ -447,35 +454,30 @@ def _list(s, table, geo, d, forward_checking):
 
 
 @inlined
-def _next_candidate(s, table, geo, d, draws, forward_checking):
-    """d's next candidate that passes forward checking, or −1. Untried candidates are drawn
-    with P ∝ weight, so they come in the order of weighted sampling without replacement; each
-    is checked when drawn, and one that fails is dropped (its blame kept) and the next drawn:
-    the first that passes is distributed as q restricted to the candidates that pass, and the
-    others need no check. A draw is a descent of the list's Fenwick tree and a drawn weight is
-    taken out of it, O(log n) each: a pass over the list per draw made long lists quadratic
-    (γ = 3 on the 100× scale corpus: ~1,000 weights summed a step, 1.9× slower). `draws` =
-    (seed, sample, step): the k-th draw of a step uses uniform(seed, sample, step, k), k ≥ 1
-    (the step's first draw used k = 0)."""
-    if s.list_off[d] < 0:
-        _list(s, table, geo, d, forward_checking)
-    off, n, (seed, sample, step) = s.list_off[d], s.list_size[d], draws
+def _draw_next(s, d, seed, sample):
+    """d's next untried candidate, or −1. Untried candidates are drawn with P ∝ weight, so they
+    come in the order of weighted sampling without replacement; each is checked when drawn, and
+    one that fails is dropped (its blame kept) and the next drawn: the first that passes is
+    distributed as q restricted to the candidates that pass, and the others need no check. A
+    draw is a descent of the list's Fenwick tree and a drawn weight is taken out of it,
+    O(log n) each: a pass over the list per draw made long lists quadratic (γ = 3 on the 100×
+    scale corpus: ~1,000 weights summed a step, 1.9× slower). The k-th draw of a step uses
+    uniform(seed, sample, step, k), k ≥ 1 (the step's first draw used k = 0)."""
+    if s.list_left[d] == 0:
+        return -1
+    off, n, lane = s.list_off[d], s.list_size[d], s.lane
     rows, weight, sums = s.stack_row, s.stack_weight, s.stack_sums  # locals: no reference counts
-    k = np.uint64(1)
-    while s.list_left[d] > 0:
-        u, k = uniform(seed, sample, step, k), k + _ONE
-        place = fenwick_find(sums, off, n, u * fenwick_total(sums, off, n))
-        if place >= n or weight[off + place] == TRIED:  # rounding: take the last untried
-            place = n - 1
-            while weight[off + place] == TRIED:
-                place -= 1
-        fenwick_add(sums, off, n, place, -weight[off + place])
-        weight[off + place] = TRIED
-        s.list_left[d] -= 1
-        row = rows[off + place]
-        if _check(s, table, geo, d, table.tokens[row], forward_checking):
-            return row
-    return -1
+    u = uniform(seed, sample, np.uint64(lane[STEPS]), np.uint64(lane[DRAW]))
+    lane[DRAW] += 1
+    place = fenwick_find(sums, off, n, u * fenwick_total(sums, off, n))
+    if place >= n or weight[off + place] == TRIED:  # rounding: take the last untried
+        place = n - 1
+        while weight[off + place] == TRIED:
+            place -= 1
+    fenwick_add(sums, off, n, place, -weight[off + place])
+    weight[off + place] = TRIED
+    s.list_left[d] -= 1
+    return rows[off + place]
 
 
 @inlined
@@ -536,36 +538,94 @@ def _look_up(s, table, geo, d):
         s.seg[d, 0], s.seg[d, 1] = _unpack_rows(rows)
 
 
-@compiled
-def _search_one(s, table, geo, sample, seed, budget, forward_checking, backjumping):
-    """One sample's search; returns (status, depth reached, steps). A step enters a position
-    or tries its next candidate, and goes back when that finds none."""
-    positions = len(geo.window)
-    d, steps, entering = 0, 0, True
-    while d < positions:
-        if steps >= budget:
-            return OUT_OF_BUDGET, d, steps
-        steps += 1
-        row = -1
-        if entering:
-            s.top_at[d] = s.counters[0]
-            if s.seg[d, 0] < 0:
-                _look_up(s, table, geo, d)
+# A search moves through phases, so that it can stop where it waits for memory and go on later:
+START, CHECK, NEXT = 0, 1, 2  # begin a step; verify the candidate ROW; draw the step's next one
+RUNNING = -1  # _advance stopped after a prefetch
+PHASE, DEPTH, STEPS, DRAW, ROW, ENTERING, SAMPLE = range(7)  # a search's fields in s.lane
+LANE_FIELDS = 7
+# Searches one thread runs in turn. Each move that will read the table prefetches what it reads
+# and yields to the next search, so that up to LANES cache misses overlap instead of stalling
+# the thread one by one (γ = 7, one thread, 20,000 grids: 1× 102k → 149k grids/s, 100× the
+# default corpus 65k → 82k; γ = 5 116k → 142k and 56k → 62k; γ = 3, whose steps spend more on
+# listing than on waiting, 39k → 35k and 5.4k → 5.1k). Samples do not change with it.
+LANES = 8
+
+
+@inlined
+def _prefetch_rows(table, start, end):
+    """Prefetch the prefix sums and tokens of rows [start, end), eight lines of each at most."""
+    for row in range(start, min(end, start + 64), 8):
+        prefetch(table.cum, row)
+        prefetch(table.tokens, row)
+
+
+@inlined
+def _enter(s, table, geo, d, seed, sample, forward_checking):
+    """A step's first move at a position just entered: its first draw, a row of its histogram
+    with P ∝ weight (inverse CDF over the prefix sums; most contexts hold one token: no draw),
+    its keys prefetched. Returns the next phase: CHECK, or NEXT when the context is unknown."""
+    s.top_at[d] = s.counters[0]
+    if s.seg[d, 0] < 0:
+        _look_up(s, table, geo, d)
+    if s.seg[d, 0] < 0:
+        return NEXT
+    start, end = s.seg[d, 0], s.seg[d, 1]
+    u = uniform(seed, sample, np.uint64(s.lane[STEPS]), np.uint64(0))
+    row = start if end - start == 1 else draw_row(table.cum, start, end, u)
+    s.drawn[d], s.lane[ROW] = row, row
+    if forward_checking:
+        _keys(s, table, geo, d, table.tokens[row])
+    return CHECK
+
+
+@inlined
+def _advance(s, table, geo, sample, seed, budget, forward_checking, backjumping):
+    """Run one sample's search until it has prefetched what its next move reads (RUNNING, with
+    its place kept in s.lane) or ends (FINISHED, OUT_OF_BUDGET, EXHAUSTED). A step enters a
+    position or tries its next candidate, and goes back when that finds none."""
+    lane, positions = s.lane, len(geo.window)
+    d, phase = lane[DEPTH], lane[PHASE]
+    while True:
+        if phase == START:
+            if d >= positions:
+                return FINISHED
+            if lane[STEPS] >= budget:
+                return OUT_OF_BUDGET
+            lane[STEPS], lane[DRAW], phase = lane[STEPS] + 1, 1, NEXT
+            if lane[ENTERING]:
+                lane[ENTERING] = 0
+                phase = _enter(s, table, geo, d, seed, sample, forward_checking)
+                if phase == CHECK and forward_checking:
+                    lane[PHASE] = CHECK
+                    return RUNNING
+        elif phase == CHECK:
+            if not forward_checking:
+                s.bounds[:] = -1
+            if not forward_checking or _verify(s, table, geo, d):
+                _place(s, table, geo, d, lane[ROW])
+                d += 1
+                lane[DEPTH], lane[ENTERING], lane[PHASE] = d, 1, START
+                if d < positions and s.seg[d, 0] >= 0:
+                    _prefetch_rows(table, s.seg[d, 0], s.seg[d, 1])
+                return RUNNING if d < positions else FINISHED
+            phase = NEXT
+        else:  # NEXT
+            row = -1
             if s.seg[d, 0] >= 0:
-                u = uniform(seed, sample, np.uint64(steps), np.uint64(0))
-                row = _first_draw(s, table, geo, d, u, forward_checking)
-            entering = False
-        if row < 0 and s.seg[d, 0] >= 0:
-            draws = (seed, sample, np.uint64(steps))
-            row = _next_candidate(s, table, geo, d, draws, forward_checking)
-        if row >= 0:
-            _place(s, table, geo, d, row)
-            d, entering = d + 1, True
-        else:
-            d = _back(s, geo, d, backjumping)
-            if d < 0:
-                return EXHAUSTED, 0, steps
-    return FINISHED, d, steps
+                if s.list_off[d] < 0:
+                    _list(s, table, geo, d, forward_checking)
+                row = _draw_next(s, d, seed, sample)
+            if row >= 0:
+                lane[ROW], phase = row, CHECK
+                if forward_checking:
+                    _keys(s, table, geo, d, table.tokens[row])
+                    lane[PHASE] = CHECK
+                    return RUNNING
+            else:
+                d = _back(s, geo, d, backjumping)
+                if d < 0:
+                    return EXHAUSTED
+                lane[DEPTH], phase = d, START
 
 
 @compiled
@@ -578,44 +638,86 @@ def _reset(s, pad):
     s.list_left[:] = 0
     s.conflict[:] = 0
     s.counters[:] = 0
+    s.lane[:] = 0
+    s.lane[ENTERING] = 1
 
 
-def scratch(height, geo, stack):
-    """One search's working arrays (numpy, made once per call)."""
+def scratch(height, geo, stack, lanes=LANES):
+    """The working arrays of `lanes` searches (numpy, made once per call), the lane first."""
     positions, words = geo.window.shape
+    stack += 72  # lanes' stacks 576 bytes apart modulo 4 KiB: their tops would share cache sets
 
-    def each() -> np.ndarray:  # one int64 per position
-        return np.empty(positions, np.int64)
+    def each(*shape: int, dtype: type = np.int64) -> np.ndarray:
+        return np.empty((lanes, *shape), dtype)
 
     return _Scratch(
-        grid=np.empty((height + geo.r, geo.width + 2 * geo.r), np.int64),
-        seg=np.empty((positions, 2), np.int64),
-        rows=each(),
-        drawn=each(),
-        list_off=each(),
-        list_size=each(),
-        list_left=each(),
-        top_at=each(),
-        conflict=np.empty((positions, words), np.uint64),
-        stack_row=np.empty(stack, np.int64),
-        stack_weight=np.empty(stack, np.float64),
-        stack_sums=np.empty(stack, np.float64),
-        bounds=np.empty(4, np.int64),
-        mask=np.empty(words, np.uint64),
-        counters=np.empty(3, np.int64),
+        grid=each(height + geo.r, geo.width + 2 * geo.r),
+        seg=each(positions, 2),
+        rows=each(positions),
+        drawn=each(positions),
+        list_off=each(positions),
+        list_size=each(positions),
+        list_left=each(positions),
+        top_at=each(positions),
+        conflict=each(positions, words, dtype=np.uint64),
+        stack_row=each(stack),
+        stack_weight=each(stack, dtype=np.float64),
+        stack_sums=each(stack, dtype=np.float64),
+        bounds=each(4),
+        mask=each(words, dtype=np.uint64),
+        counters=each(3),
+        keys=each(2 + geo.above.shape[1]),
+        lane=each(LANE_FIELDS),
     )
 
 
 @compiled
-def search(sample_ids, seed, budget, forward_checking, backjumping, table, geo, s, out):
-    """Search sample_ids[i] into row i of `out`, in the working arrays `s` (scratch)."""
-    for i in range(len(sample_ids)):
+def _lane(s, g):
+    """Lane g's working arrays: views, no copies."""
+    return _Scratch(
+        s.grid[g], s.seg[g], s.rows[g], s.drawn[g], s.list_off[g], s.list_size[g],
+        s.list_left[g], s.top_at[g], s.conflict[g], s.stack_row[g], s.stack_weight[g],
+        s.stack_sums[g], s.bounds[g], s.mask[g], s.counters[g], s.keys[g], s.lane[g],
+    )  # fmt: skip
+
+
+@compiled
+def _write(s, geo, out, i, status):
+    """A search's outcome into row i of `out`."""
+    d = s.lane[DEPTH] if status != EXHAUSTED else 0
+    out.status[i], out.placed[i], out.steps[i] = status, d, s.lane[STEPS]
+    out.backtracks[i], out.jumps[i] = s.counters[1], s.counters[2]
+    for p in range(d):  # the rest stays as made: token 0, row −1
+        out.tokens[i, p] = s.grid[p // geo.width + geo.r, p % geo.width + geo.r]
+        out.rows[i, p] = s.rows[p]
+
+
+@compiled
+def _start(s, geo, i):
+    """Lane s takes sample i (−1: none left)."""
+    if i >= 0:
         _reset(s, geo.pad)
-        status, depth, steps = _search_one(
-            s, table, geo, np.uint64(sample_ids[i]), seed, budget, forward_checking, backjumping
-        )
-        out.status[i], out.placed[i], out.steps[i] = status, depth, steps
-        out.backtracks[i], out.jumps[i] = s.counters[1], s.counters[2]
-        for p in range(depth):  # the rest stays as made: token 0, row −1
-            out.tokens[i, p] = s.grid[p // geo.width + geo.r, p % geo.width + geo.r]
-            out.rows[i, p] = s.rows[p]
+    s.lane[SAMPLE] = i
+
+
+@compiled
+def search(sample_ids, seed, budget, forward_checking, backjumping, table, geo, lanes, out):
+    """Search sample_ids[i] into row i of `out`, in the working arrays `lanes` (scratch): each
+    lane searches one sample until it waits for memory, then the next lane goes on."""
+    n, taken, live = len(sample_ids), 0, 0
+    for g in range(len(lanes.lane)):
+        _start(_lane(lanes, g), geo, taken if taken < n else -1)
+        live, taken = live + (taken < n), min(taken + 1, n)
+    while live > 0:
+        for g in range(len(lanes.lane)):
+            s = _lane(lanes, g)
+            i = s.lane[SAMPLE]
+            if i < 0:
+                continue
+            status = _advance(
+                s, table, geo, np.uint64(sample_ids[i]), seed, budget, forward_checking, backjumping
+            )
+            if status != RUNNING:
+                _write(s, geo, out, i, status)
+                _start(s, geo, taken if taken < n else -1)
+                live, taken = live - (taken >= n), min(taken + 1, n)

@@ -31,9 +31,10 @@ the easy ones. The random numbers do change (they are counted by search step), s
 other samples than the plain search does.
 
 Each sample is searched on its own, in compiled code (ngram/depth_first.py), and a batch is
-split across threads. Randomness is counter-based (a hash of seed, sample number and search
-step), so a sample depends only on its own history: the same seed gives the same samples whatever
-the batch size or the number of threads.
+split across threads; a thread runs several searches in turn, each yielding to the next while the
+table entries it asked for come in from memory. Randomness is counter-based (a hash of seed,
+sample number and search step), so a sample depends only on its own history: the same seed gives
+the same samples whatever the batch size, the threads or the searches a thread runs at once.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ class ExactSampler:
 
     forward_checking and backjumping can be turned off: benchmarks/search_figures.py measures
     the plain search against them. `threads` caps the threads one call uses (default: every
-    core this process may run on).
+    core this process may run on), and `lanes` is how many samples each thread searches in turn
+    (depth_first.LANES); neither changes the samples.
     """
 
     def __init__(
@@ -112,8 +114,10 @@ class ExactSampler:
         forward_checking: bool = True,
         backjumping: bool = True,
         threads: int | None = None,
+        lanes: int = depth_first.LANES,
     ) -> None:
         self.index = index
+        self.lanes = lanes
         self.forward_checking = forward_checking
         self.backjumping = backjumping
         self.threads = threads or default_threads()
@@ -177,7 +181,8 @@ class ExactSampler:
         chunk = DEADLINE_CHUNK if deadline is not None else max(n, 1)
 
         def run(lo: int, hi: int) -> None:
-            scratch = depth_first.scratch(self.index.info.grid_height, self.geometry, self._stack)
+            height = self.index.info.grid_height
+            scratch = depth_first.scratch(height, self.geometry, self._stack, self.lanes)
             for start in range(lo, hi, chunk):  # samples never reached stay NOT_REACHED
                 if deadline is not None and time.monotonic() > deadline:
                     return

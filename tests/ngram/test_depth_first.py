@@ -8,10 +8,12 @@ import itertools
 
 import numpy as np
 import pytest
+from numba import njit
 
 from service.ngram import depth_first
 from service.ngram.constraints import grid_constraints
 from service.ngram.index import KeyFilter
+from service.ngram.prefetch import prefetch
 from service.ngram.samples import uniform
 from service.ngram.windows import above_size, context_keys, context_offsets, gather_contexts
 
@@ -141,3 +143,15 @@ def test_prefix_sums_start_again_at_each_context_and_draws_read_them() -> None:
     for (lo, hi), row, x in zip(itertools.pairwise(starts), rows, u, strict=True):
         running = np.cumsum(weight[lo:hi])
         assert row - lo == min(np.searchsorted(running, x * running[-1], "right"), hi - lo - 1)
+
+
+def test_a_prefetch_is_a_hint_that_never_faults() -> None:
+    @njit(cache=False)
+    def read_after_hints(a, b, far):
+        prefetch(a, 3)
+        prefetch(b, 1)  # a 2-D array: the line of b[1, 0]
+        prefetch(a, far)  # out of bounds: still only a hint
+        return a[3] + b[1, 0]
+
+    a, b = np.arange(10, dtype=np.float64), np.arange(8, dtype=np.int64).reshape(4, 2)
+    assert read_after_hints(a, b, 1 << 40) == 3.0 + 2

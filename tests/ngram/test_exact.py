@@ -164,15 +164,19 @@ def test_paper_toy_case_backtracking_recovers(tmp_path: Path) -> None:
             )
 
 
-def test_same_seed_same_samples_whatever_the_batch_or_threads(tiny_tables: RunPaths) -> None:
+def test_same_seed_same_samples_whatever_the_batch_threads_or_lanes(
+    tiny_tables: RunPaths,
+) -> None:
     with open_store(tiny_tables.store, read_only=True) as con:
         index = NgramIndex.load(con, 5)
     n = 3 * MIN_SAMPLES_PER_THREAD  # enough for three threads
     a = ExactSampler(index, threads=1).sample(SampleConfig(n=n, seed=9))
     b = ExactSampler(index, threads=3).sample(SampleConfig(n=n, seed=9))
+    one_lane = ExactSampler(index, threads=1, lanes=1).sample(SampleConfig(n=n, seed=9))
     c = ExactSampler(index).sample(SampleConfig(n=n, seed=10))
     for name in ("tokens", "examples", "backtracks", "jumps", "steps", "placed"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        np.testing.assert_array_equal(getattr(a, name), getattr(one_lane, name), err_msg=name)
     assert not np.array_equal(a.tokens, c.tokens)
     first = ExactSampler(index).sample(SampleConfig(n=16, seed=9))
     np.testing.assert_array_equal(first.tokens, a.tokens[:16])
