@@ -5,7 +5,8 @@ keeps the distribution; this file is how it runs fast).
 A search is a few hundred small steps, each a handful of hash-table lookups and hashes over a few
 dozen tokens: array code pays a fixed cost per step that dwarfs that work, compiled code does
 not. Each sample runs alone from its own counter-based random numbers, so batches split across
-threads (the functions release the GIL) give the same samples as one thread.
+threads (the functions release the GIL) give the same samples as one thread, and so do the
+LANES searches a thread runs in turn to overlap their cache misses (`search`).
 
 Context keys and uniforms are computed exactly as windows.context_keys and samples.uniform do
 (tests/ngram/test_depth_first.py checks both), so a key the search forms is the key the build
