@@ -63,7 +63,7 @@ def train_ae(
         int | None, typer.Option(help="Bits per latent cell C (1..16); default: the preset's.")
     ] = None,
     sigma: Annotated[
-        float | None, typer.Option(help="Noise scale σ (default preset: 1.25).")
+        float | None, typer.Option(help="Noise scale σ (default: the preset's; most 1).")
     ] = None,
     kappa: Annotated[
         float | None,
