@@ -88,9 +88,13 @@ class BLAE(nn.Module):
 
         `gain` overrides config.code_gain while training follows its gain schedule.
         """
+        return torch.tanh((gain or self.config.code_gain) * self._activation(images))
+
+    def _activation(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's output a before tanh (codes are tanh(gain · a))."""
         pad = self.config.padded_size - self.config.image_size
         x = F.pad(images * 2 - 1, (pad // 2, pad - pad // 2) * 2, value=-1.0)
-        return torch.tanh((gain or self.config.code_gain) * self.encoder(x))
+        return self.encoder(x)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) codes, soft or ±1 → images (B, channels, size, size) in [0, 1]."""
@@ -105,11 +109,15 @@ class BLAE(nn.Module):
         generator: torch.Generator | None = None,
         gain: float | None = None,
     ) -> BLAEOutput:
-        codes = self.encode(images, gain)
+        activation = self._activation(images)
+        codes = torch.tanh((gain or self.config.code_gain) * activation)
         z = codes
+        if self.training and self.config.straight_through:
+            soft = torch.tanh(activation)  # its gradient is the encoder's
+            z = soft + (binarize(codes) - soft).detach()  # its value the signs
         if self.training and self.config.sigma > 0:
             noise = sample_noise(codes, self.config.noise, self.config.kappa, generator)
-            z = codes + self.config.sigma * noise
+            z = z + self.config.sigma * noise
         return BLAEOutput(self.decode(z), codes)
 
 

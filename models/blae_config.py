@@ -28,6 +28,11 @@ class BLAEConfig(ModelConfig):
     code_gain: float = (
         10.0  # z = tanh(gain · a) after training; see BLAETrainConfig.code_gain_start
     )
+    # Training's forward pass uses the codes' signs, the stored bits, and the encoder's gradient
+    # is tanh's at gain 1 (straight-through): the decoder learns from the codes it will serve,
+    # and a saturated tanh no longer stops the encoder learning. False: the paper's way, the
+    # noise alone drives the tanh codes to ±1.
+    straight_through: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.latent_channels <= 16:

@@ -70,6 +70,13 @@ def train_ae(
         typer.Option(help="Tri(κ) shape: 1 uniform, > 1 mass near ±1 (preset: 2), 0.5 triangle."),
     ] = None,
     noise: Annotated[str | None, typer.Option(help="triangular or gaussian.")] = None,
+    straight_through: Annotated[
+        bool | None,
+        typer.Option(
+            help="Train on the codes' signs, the encoder's gradient through tanh at gain 1 "
+            "(default: the preset's; all presets train the paper's way, on noisy tanh codes)."
+        ),
+    ] = None,
     epochs: EpochsOpt = BLAETrainConfig.epochs,
     batch_size: Annotated[
         int, typer.Option(help="Images per step.", min=1)
@@ -93,7 +100,11 @@ def train_ae(
     overrides = {
         k: v
         for k, v in dict(
-            latent_channels=latent_channels, sigma=sigma, kappa=kappa, noise=noise
+            latent_channels=latent_channels,
+            sigma=sigma,
+            kappa=kappa,
+            noise=noise,
+            straight_through=straight_through,
         ).items()
         if v is not None
     }

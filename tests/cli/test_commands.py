@@ -35,6 +35,17 @@ def test_help_explains_every_command() -> None:
         assert option in train_help
 
 
+def test_train_ae_takes_straight_through_training(tmp_path: Path, fashion_small) -> None:
+    run = tmp_path / "run"
+    done = latentgram(
+        "train-ae", "--run", str(run), "--preset", "tiny", "--limit", "128", "--epochs", "1",
+        "--straight-through", "--sigma", "0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    config = json.loads((run / "run.json").read_text())["blae"]["config"]
+    assert config["straight_through"] is True and config["sigma"] == 0.0
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory, fashion_small) -> tuple[RunPaths, str]:
     """`latentgram prepare` on 128 images with the tiny preset: the run and what it printed."""

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models import (
     BLAE,
@@ -52,8 +53,10 @@ def test_a_preset_refuses_images_larger_than_its_grid_takes() -> None:
 
 
 def test_config_round_trips_through_dict() -> None:
-    config = blae_preset("default", sigma=0.5, noise="gaussian")
+    config = blae_preset("default", sigma=0.5, noise="gaussian", straight_through=True)
     assert BLAEConfig.from_dict(config.to_dict()) == config
+    older = {k: v for k, v in config.to_dict().items() if k != "straight_through"}
+    assert BLAEConfig.from_dict(older).straight_through is False  # checkpoints before the field
     with pytest.raises(ValueError, match="latent_channels"):
         blae_preset("tiny", latent_channels=17)
     with pytest.raises(ValueError, match="unknown BL-AE preset"):
@@ -98,3 +101,25 @@ def test_collapse_detector_reads_reconstructions_against_the_mean_image() -> Non
     assert collapse_reason(shared, 10, 200) is None  # too few images to say
     few = BLAEMetrics(psnr_binary=17.0, **fields, distinct_codes=0.15, top_code_share=0.17)
     assert collapse_reason(few, 1000, 200) == "1000 images have only 15% as many distinct codes"
+
+
+def test_straight_through_trains_on_the_signs_and_keeps_the_encoder_learning() -> None:
+    """With straight_through the decoder sees the bits that will be stored, and the encoder's
+    gradient is tanh's at gain 1 whatever the codes' gain, so a saturated tanh does not stop it
+    learning; the paper's way, the gradient goes through the saturating tanh itself."""
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 28, 28)
+
+    def encoder_gradient(straight_through: bool, gain: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = BLAE(blae_preset("tiny", sigma=0.0, straight_through=straight_through)).train()
+        out = model(x, gain=gain)
+        if straight_through:
+            torch.testing.assert_close(out.reconstruction, model.decode(binarize(out.codes)))
+        F.mse_loss(out.reconstruction, x).backward()
+        return model.encoder[0].weight.grad.clone()
+
+    mild, saturated = encoder_gradient(True, 5.0), encoder_gradient(True, 1000.0)
+    torch.testing.assert_close(mild, saturated)
+    assert mild.abs().sum() > 0
+    assert not torch.allclose(encoder_gradient(False, 5.0), encoder_gradient(False, 1000.0))
