@@ -646,7 +646,9 @@ def _reset(s, pad):
 def scratch(height, geo, stack, lanes=LANES):
     """The working arrays of `lanes` searches (numpy, made once per call), the lane first."""
     positions, words = geo.window.shape
-    stack += 72  # lanes' stacks 576 bytes apart modulo 4 KiB: their tops would share cache sets
+    # Lanes' stacks 576 bytes apart modulo 4 KiB (a whole number of 4 KiB, plus 72 int64): a
+    # stride of whole 4 KiB would put the lanes' stack tops in the same cache sets.
+    stack = -(-stack // 512) * 512 + 72
 
     def each(*shape: int, dtype: type = np.int64) -> np.ndarray:
         return np.empty((lanes, *shape), dtype)
