@@ -88,7 +88,10 @@ class BLAE(nn.Module):
 
         `gain` overrides config.code_gain while training follows its gain schedule.
         """
-        return torch.tanh((gain or self.config.code_gain) * self._activation(images))
+        return self._codes(self._activation(images), gain)
+
+    def _codes(self, activation: torch.Tensor, gain: float | None) -> torch.Tensor:
+        return torch.tanh((gain or self.config.code_gain) * activation)
 
     def _activation(self, images: torch.Tensor) -> torch.Tensor:
         """The encoder's output a before tanh (codes are tanh(gain · a))."""
@@ -110,7 +113,7 @@ class BLAE(nn.Module):
         gain: float | None = None,
     ) -> BLAEOutput:
         activation = self._activation(images)
-        codes = torch.tanh((gain or self.config.code_gain) * activation)
+        codes = self._codes(activation, gain)
         z = codes
         if self.training and self.config.straight_through:
             soft = torch.tanh(activation)  # its gradient is the encoder's
