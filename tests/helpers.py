@@ -60,6 +60,23 @@ def latentgram(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     )
 
 
+def kill_at_stage(script: str, stage: str, *args: str) -> None:
+    """Run `script` (python -c) with ARGS, wait until it prints `stage`, then kill it there:
+    the scripts print the stage they reach when it is the one named in their arguments, and
+    then wait on stdin, so the kill lands at a known point."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == stage
+    proc.kill()
+    proc.wait(timeout=30)
+
+
 # --- the n-gram engine ------------------------------------------------------------------------
 
 

@@ -1,8 +1,5 @@
 """Building a γ table: exact histograms with provenance, replaced atomically."""
 
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +23,7 @@ from service.ngram.index import NgramIndex
 from service.ngram.store import TableInfo, get_table, list_tables, open_store, read_rows
 from service.ngram.tokens import TokenGrids
 from service.ngram.windows import context_size
-from tests.helpers import brute_force_histograms, grids_from_tokens
+from tests.helpers import brute_force_histograms, grids_from_tokens, kill_at_stage
 
 
 # 3×4 grids take the pairwise first-in-image check, 8×8 grids at γ = 3 (large PAD classes)
@@ -132,17 +129,7 @@ def test_a_build_killed_at_any_stage_leaves_one_whole_table(tmp_path: Path, stag
     old_grids = grids_from_tokens(np.random.default_rng(0).integers(0, 256, (100, 4, 4)), 8)
     with open_store(store) as con:
         old = build_table(con, old_grids, gamma=5)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", BUILD_SCRIPT, str(store), stage],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == stage
-    proc.kill()
-    proc.wait(timeout=30)
+    kill_at_stage(BUILD_SCRIPT, stage, str(store), stage)
     with open_store(store, read_only=True) as con:
         tables = list_tables(con)
         assert len(tables) == 1

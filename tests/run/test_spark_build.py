@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -30,6 +28,7 @@ from service.ngram.index import NgramIndex
 from service.ngram.samples import SampleConfig
 from service.ngram.store import list_tables, open_store
 from service.ngram.tokens import tokens_to_bits
+from tests.helpers import kill_at_stage
 from tests.ngram.test_build import figures, table_rows
 
 pytest.importorskip("pyspark", reason="`make setup` installs pyspark (the [spark] extra)")
@@ -146,17 +145,7 @@ def test_an_import_killed_at_any_stage_leaves_one_whole_table(
     with open_store(store) as con:
         old = build_table(con, next(iter_train_grids(latents, 100)), gamma=5)
         images = sum(len(g) for g in iter_train_grids(latents, 1000))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", IMPORT_SCRIPT, str(store), str(spark_files), stage, str(images)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().strip() == stage
-    proc.kill()
-    proc.wait(timeout=30)
+    kill_at_stage(IMPORT_SCRIPT, stage, str(store), str(spark_files), stage, str(images))
     with open_store(store, read_only=True) as con:
         tables = list_tables(con)
         assert len(tables) == 1
