@@ -32,7 +32,8 @@ other samples than the plain search does.
 
 Each sample is searched on its own, in compiled code (ngram/depth_first.py), and a batch is
 split across threads; a thread runs several searches in turn, each yielding to the next while the
-table entries it asked for come in from memory. Randomness is counter-based (a hash of seed,
+table entries it asked for come in from memory, and the arrays it reads sit on huge pages
+(ngram/huge_pages.py). Randomness is counter-based (a hash of seed,
 sample number and search step), so a sample depends only on its own history: the same seed gives
 the same samples whatever the batch size, the threads or the searches a thread runs at once.
 """
@@ -48,6 +49,7 @@ import numpy as np
 
 from service.ngram import depth_first
 from service.ngram.constraints import grid_constraints
+from service.ngram.huge_pages import move_to_huge_pages
 from service.ngram.index import NgramIndex
 from service.ngram.samples import (
     FAILED_BUDGET,
@@ -81,6 +83,7 @@ class Weights:
         lengths = np.diff(index.starts)
         weight = (counts / np.repeat(seg_max, lengths)) ** (1.0 / temperature)
         self.cum = depth_first.context_prefix_sums(weight, index.starts)
+        move_to_huge_pages(self.cum)
 
     def draw(self, start: np.ndarray, end: np.ndarray, u: np.ndarray) -> np.ndarray:
         """One row in each [start, end) with P(row) ∝ weight, by inverse CDF of uniforms u."""
@@ -139,6 +142,8 @@ class ExactSampler:
             single=c.single,
         )
         self._key_slots = index.key_slots  # mapped with the index, or built once per index
+        for array in (self._key_slots, index.key_filter.words, index.tokens, index.above_words):
+            move_to_huge_pages(array)  # read at random: TLB misses cost as much as cache misses
         longest = int(np.diff(index.starts).max()) if len(index.keys) else 1
         self._stack = c.positions * longest  # one list per position on the path at most
         self._weights: dict[float, Weights] = {}

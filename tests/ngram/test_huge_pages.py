@@ -1,0 +1,65 @@
+"""Moving the search's arrays onto huge pages (service/ngram/huge_pages.py): a large array's
+memory is collapsed onto 2 MiB pages with its contents unchanged; small arrays and file mappings
+are left as they were."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy._core.multiarray import _set_madvise_hugepage
+
+from service.ngram.huge_pages import HUGE_PAGE, move_to_huge_pages
+
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+
+
+def _kernel_collapses() -> bool:
+    """Linux 6.1 or later, built with transparent huge pages: MADV_COLLAPSE exists."""
+    if not THP.exists():
+        return False
+    major, minor = (int(part) for part in os.uname().release.split(".")[:2])
+    return (major, minor) >= (6, 1)
+
+
+def _huge_bytes_within(array: np.ndarray) -> int:
+    """AnonHugePages of this process's mappings that overlap `array` (madvise may have split
+    its allocation into several)."""
+    lo, hi = array.ctypes.data, array.ctypes.data + array.nbytes
+    total, overlaps = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(part, 16) for part in head.split("-"))
+            overlaps = start < hi and lo < end
+        elif overlaps and head == "AnonHugePages:":
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not _kernel_collapses(), reason="MADV_COLLAPSE needs Linux ≥ 6.1 with THP")
+def test_a_large_array_moves_to_huge_pages_unchanged() -> None:
+    # allocated without NumPy's own request for huge pages, which the kernel may grant as the
+    # array is first written: then only the move puts it there
+    advised = _set_madvise_hugepage(False)
+    try:
+        array = np.random.default_rng(0).integers(0, 2**62, (16 * HUGE_PAGE) // 8)
+    finally:
+        _set_madvise_hugepage(advised)
+    expected = array.copy()
+    assert move_to_huge_pages(array)
+    # every whole 2 MiB block inside the array, at least: the two ends may share theirs
+    assert _huge_bytes_within(array) >= array.nbytes - 2 * HUGE_PAGE
+    np.testing.assert_array_equal(array, expected)
+
+
+def test_small_arrays_and_file_mappings_are_left_as_they_were(tmp_path: Path) -> None:
+    small = np.arange(1000)
+    assert not move_to_huge_pages(small)
+    np.save(tmp_path / "rows.npy", np.arange(2 * HUGE_PAGE // 8))
+    mapped = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    assert not move_to_huge_pages(mapped)  # the page cache's pages: the kernel refuses them
+    np.testing.assert_array_equal(mapped, np.arange(2 * HUGE_PAGE // 8))
+    np.testing.assert_array_equal(small, np.arange(1000))
