@@ -6,8 +6,8 @@ page tables. NumPy asks for huge pages (MADV_HUGEPAGE) on its large allocations,
 grants them only where it finds a free 2 MiB block when a page is first touched, so on a machine
 whose memory is mostly page cache, part of each array stays on small pages (1.8 of the 3.2 GiB
 of the 100× γ = 5 index was on huge pages). MADV_COLLAPSE (Linux 6.1) moves them there at once:
-the 100× corpus sampled 29–34 % faster at γ = 5 and 7 and 4 % at γ = 3, the default corpus
-14–22 % and 8 %.
+the 100× corpus sampled 29–50 % faster at γ = 5 and 7, the default corpus 14–22 %, and γ = 3
+within noise (README: Scale).
 
 Memory mapped from the index files is the page cache's: the kernel decides its page size, and
 MADV_COLLAPSE refuses it (EINVAL), which is harmless.
