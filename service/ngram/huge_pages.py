@@ -18,16 +18,25 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+from pathlib import Path
 
 import numpy as np
 
-MADV_COLLAPSE = 25  # linux/mman.h; it ignores the THP settings in /sys, as the search wants
+MADV_COLLAPSE = 25  # linux/mman.h
 HUGE_PAGE = 2 << 20
+THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
 def _libc() -> ctypes.CDLL | None:
+    """The C library's madvise, where huge pages may be used: Linux, and transparent huge pages
+    not set to "never" (MADV_COLLAPSE would ignore that setting; an administrator's choice)."""
     if not sys.platform.startswith("linux"):
         return None
+    try:
+        if "[never]" in THP_ENABLED.read_text():
+            return None
+    except OSError:
+        return None  # a kernel without transparent huge pages
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
