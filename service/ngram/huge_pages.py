@@ -9,8 +9,12 @@ of the 100× γ = 5 index was on huge pages). MADV_COLLAPSE (Linux 6.1) moves th
 the 100× corpus sampled 29–50 % faster at γ = 5 and 7, the default corpus 14–22 %, and γ = 3
 within noise (README: Scale).
 
-Memory mapped from the index files is the page cache's: the kernel decides its page size, and
-MADV_COLLAPSE refuses it (EINVAL), which is harmless.
+Memory mapped from the index files is the page cache's, which MADV_COLLAPSE refuses (EINVAL,
+harmlessly). There MADV_HUGEPAGE makes the kernel read the pages it does not hold yet in 2 MiB
+blocks, mapped whole: the 100× γ = 5 index files, mapped with the page cache emptied, sampled at
+146k grids/s against 92k (2.0 of their 2.2 GiB mapped in huge pages against 0.6), and so does
+every later process that maps them while the cache keeps them. Pages already cached (the files
+just written, or read without the advice) keep their size.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-MADV_COLLAPSE = 25  # linux/mman.h
+MADV_HUGEPAGE, MADV_COLLAPSE = 14, 25  # linux/mman.h
 HUGE_PAGE = 2 << 20
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -49,12 +53,14 @@ _LIBC = _libc()
 
 
 def move_to_huge_pages(array: np.ndarray) -> bool:
-    """Ask the kernel to back `array`'s memory with huge pages now; True when it did. Arrays
-    holding no whole huge page, file mappings, older kernels and other systems: False, and the
-    array is as it was. Contents never change: collapsing copies the pages it replaces."""
+    """Ask the kernel to back `array`'s memory with huge pages now (for a file mapping: its
+    pages read from now on); True when it moved them. Arrays holding no whole huge page, file
+    mappings, older kernels and other systems: False. Contents never change: collapsing copies
+    the pages it replaces."""
     # The whole 2 MiB blocks inside the array: a block reaching past its mapping fails the call
     start = (array.ctypes.data + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
     end = (array.ctypes.data + array.nbytes) & ~(HUGE_PAGE - 1)
     if _LIBC is None or end <= start:
         return False
+    _LIBC.madvise(start, end - start, MADV_HUGEPAGE)
     return _LIBC.madvise(start, end - start, MADV_COLLAPSE) == 0

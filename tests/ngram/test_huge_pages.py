@@ -25,19 +25,26 @@ def _kernel_collapses() -> bool:
     return (major, minor) >= (6, 1)
 
 
-def _huge_bytes_within(array: np.ndarray) -> int:
-    """AnonHugePages of this process's mappings that overlap `array` (madvise may have split
+def _smaps_within(array: np.ndarray) -> list[dict[str, str]]:
+    """The /proc/self/smaps fields of the mappings that overlap `array` (madvise may have split
     its allocation into several)."""
     lo, hi = array.ctypes.data, array.ctypes.data + array.nbytes
-    total, overlaps = 0, False
+    mappings: list[dict[str, str]] = []
+    fields: dict[str, str] | None = None
     for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split()[0]
+        head, _, rest = line.partition(" ")
         if "-" in head and not head.endswith(":"):
             start, end = (int(part, 16) for part in head.split("-"))
-            overlaps = start < hi and lo < end
-        elif overlaps and head == "AnonHugePages:":
-            total += int(line.split()[1]) * 1024
-    return total
+            fields = {} if start < hi and lo < end else None
+            if fields is not None:
+                mappings.append(fields)
+        elif fields is not None:
+            fields[head.rstrip(":")] = rest.strip()
+    return mappings
+
+
+def _huge_bytes_within(array: np.ndarray) -> int:
+    return sum(int(m["AnonHugePages"].split()[0]) * 1024 for m in _smaps_within(array))
 
 
 @pytest.mark.skipif(not _kernel_collapses(), reason="MADV_COLLAPSE needs Linux ≥ 6.1 with THP on")
@@ -56,7 +63,7 @@ def test_a_large_array_moves_to_huge_pages_unchanged() -> None:
     np.testing.assert_array_equal(array, expected)
 
 
-def test_small_arrays_and_file_mappings_are_left_as_they_were(tmp_path: Path) -> None:
+def test_small_arrays_and_file_mappings_are_not_moved(tmp_path: Path) -> None:
     small = np.arange(1000)
     assert not move_to_huge_pages(small)
     np.save(tmp_path / "rows.npy", np.arange(2 * HUGE_PAGE // 8))
@@ -64,3 +71,14 @@ def test_small_arrays_and_file_mappings_are_left_as_they_were(tmp_path: Path) ->
     assert not move_to_huge_pages(mapped)  # the page cache's pages: the kernel refuses them
     np.testing.assert_array_equal(mapped, np.arange(2 * HUGE_PAGE // 8))
     np.testing.assert_array_equal(small, np.arange(1000))
+
+
+@pytest.mark.skipif(not _kernel_collapses(), reason="needs Linux ≥ 6.1 with THP on")
+def test_a_file_mapping_is_advised_to_read_in_huge_pages(tmp_path: Path) -> None:
+    """MADV_HUGEPAGE marks the mapping (VmFlags "hg"): pages the kernel reads into the page
+    cache from then on come in 2 MiB blocks where the file system allows."""
+    np.save(tmp_path / "rows.npy", np.arange(8 * HUGE_PAGE // 8))
+    mapped = np.load(tmp_path / "rows.npy", mmap_mode="r")
+    assert not any("hg" in m["VmFlags"].split() for m in _smaps_within(mapped))
+    move_to_huge_pages(mapped)
+    assert any("hg" in m["VmFlags"].split() for m in _smaps_within(mapped))
