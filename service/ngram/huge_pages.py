@@ -12,7 +12,7 @@ within noise (README: Scale).
 Memory mapped from the index files is the page cache's, which MADV_COLLAPSE refuses (EINVAL,
 harmlessly). There MADV_HUGEPAGE makes the kernel read the pages it does not hold yet in 2 MiB
 blocks, mapped whole: the 100× γ = 5 index files, mapped with the page cache emptied, sampled at
-146k grids/s against 92k (2.0 of their 2.2 GiB mapped in huge pages against 0.6), and so does
+133–146k grids/s against 92–97k (2.0 of their 2.2 GiB in huge pages against 0.6), and so does
 every later process that maps them while the cache keeps them. Pages already cached (the files
 just written, or read without the advice) keep their size.
 """

@@ -1,6 +1,6 @@
 """Moving the search's arrays onto huge pages (service/ngram/huge_pages.py): a large array's
 memory is collapsed onto 2 MiB pages with its contents unchanged; small arrays and file mappings
-are left as they were."""
+are not moved, and file mappings are advised to be read in huge pages."""
 
 from __future__ import annotations
 
