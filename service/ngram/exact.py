@@ -33,9 +33,9 @@ other samples than the plain search does.
 Each sample is searched on its own, in compiled code (ngram/depth_first.py), and a batch is
 split across threads; a thread runs several searches in turn, each yielding to the next while the
 table entries it asked for come in from memory, and the arrays it reads sit on huge pages
-(ngram/huge_pages.py). Randomness is counter-based (a hash of seed,
-sample number and search step), so a sample depends only on its own history: the same seed gives
-the same samples whatever the batch size, the threads or the searches a thread runs at once.
+(ngram/huge_pages.py). Randomness is counter-based (a hash of seed, sample number and search
+step), so a sample depends only on its own history: the same seed gives the same samples
+whatever the batch size, the threads or the searches a thread runs at once.
 """
 
 from __future__ import annotations
