@@ -53,12 +53,16 @@ def test_modes_report_who_answered(live_server: LiveServer) -> None:
 def test_sample_with_nearest_training_images(
     live_server: LiveServer, training: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> None:
+    """Hits ranked by pixels, each with the Hamming distance from the sample's own latent."""
     body = post(live_server, "/v1/sample", json={"n": 3, "gamma": 5, "nearest": 2}).json()
-    ids = set(training[0].tolist())
+    latents = dict(zip(training[0].tolist(), training[2], strict=True))
     for sample in (s for s in body["samples"] if s["ok"]):
         hits = sample["nearest"]
         assert len(hits) == 2 and hits[0]["psnr"] >= hits[1]["psnr"]
-        assert {h["id"] for h in hits} <= ids
+        bits = np.frombuffer(bytes.fromhex(sample["bits"]), np.uint8)
+        for hit in hits:
+            distance = int(np.unpackbits(bits ^ latents[hit["id"]]).sum())
+            assert hit["hamming"] == distance and hit["exact_copy"] == (distance == 0)
 
 
 @pytest.mark.parametrize(

@@ -83,7 +83,9 @@ def _described(run: LoadedRun, body: SampleRequest, result: GeneratedSamples) ->
     finished = np.flatnonzero(batch.ok)
     nearest: dict[int, list[Hit]] = {}
     if body.nearest and len(finished):
-        found = run.nearest(images=result.images[finished], k=body.nearest, by="pixels")
+        found = run.nearest(
+            images=result.images[finished], k=body.nearest, by="pixels", packed=packed[finished]
+        )  # the samples' own latents: encoding their images again may not give them back
         nearest = {int(i): hits_of(h) for i, h in zip(finished, found, strict=True)}
     shares = batch.neural_share
     return [
