@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from service.data.parquet import LATENT_KEYS, file_metadata
+from service.data.parquet import LATENT_KEYS, binary_rows, file_metadata, require_columns
 from service.errors import RunError, first_line
 from service.latents.bits import packed_size, unpack_bits
 from service.ngram.tokens import TokenGrids, bits_to_tokens
@@ -44,30 +44,15 @@ def read_latents_header(path: Path) -> LatentsHeader:
     except (pa.ArrowInvalid, OSError) as exc:
         raise RunError(f"{path} is not a readable Parquet file: {exc}") from exc
     info = file_metadata(path, schema, LATENT_KEYS)
+    require_columns(path, schema, LATENT_COLUMNS)
     c, h, w = info["latent_shape"]
+    bits, width = schema.field("bits").type, packed_size((c, h, w))
+    if pa.types.is_fixed_size_binary(bits) and bits.byte_width != width:
+        raise RunError(
+            f"{path} is damaged: its bits are {bits.byte_width} bytes each, its latent_shape "
+            f"{[c, h, w]} needs {width}: run `latentgram encode` again"
+        )
     return LatentsHeader((c, h, w), info["model_sha256"], meta.num_rows)
-
-
-def packed_rows(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
-    """A binary column of packed latents, fixed-size (as latentgram writes it) or variable-size
-    (as Spark hands it over), → (N, width) uint8, without a Python loop over rows."""
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    parts = []
-    for chunk in chunks:
-        if pa.types.is_fixed_size_binary(chunk.type):
-            data = np.frombuffer(chunk.buffers()[1], np.uint8)
-            parts.append(data[chunk.offset * width : (chunk.offset + len(chunk)) * width])
-            continue
-        offset_type = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
-        offsets = np.frombuffer(chunk.buffers()[1], offset_type)
-        offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
-        if np.any(np.diff(offsets) != width):
-            raise RunError(f"latent bits must be {width} bytes each: the latents are corrupt")
-        data = np.frombuffer(chunk.buffers()[2], np.uint8)
-        parts.append(data[offsets[0] : offsets[-1]])
-    if not parts:
-        return np.zeros((0, width), np.uint8)
-    return np.concatenate(parts).reshape(-1, width)
 
 
 def train_grids(
@@ -75,7 +60,7 @@ def train_grids(
 ) -> TokenGrids:
     """The training-split rows of a batch of latents.parquet as token grids."""
     train = batch.filter(pc.equal(batch.column("split"), "train"))
-    packed = packed_rows(train.column("bits"), packed_size(shape))
+    packed = binary_rows(train.column("bits"), packed_size(shape), "latent bits")
     tokens = bits_to_tokens(unpack_bits(packed, shape))  # (N, H, W)
     ids = train.column("id").to_numpy().astype(np.int64)
     return TokenGrids(tokens, ids, shape[0], model_sha256)
@@ -87,7 +72,11 @@ def iter_train_grids(path: Path, images_per_batch: int) -> Iterator[TokenGrids]:
     with pq.ParquetFile(path) as source:
         batches = source.iter_batches(batch_size=images_per_batch, columns=LATENT_COLUMNS)
         while (batch := _next_batch(path, batches)) is not None:
-            yield train_grids(batch, header.shape, header.model_sha256)
+            try:
+                grids = train_grids(batch, header.shape, header.model_sha256)
+            except RunError as why:
+                raise RunError(f"{path} is damaged: {why}: run `latentgram encode` again") from None
+            yield grids
 
 
 def _next_batch(path: Path, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch | None:

@@ -34,15 +34,30 @@ def _fixed_binary(rows: np.ndarray) -> pa.FixedSizeBinaryArray:
     return pa.Array.from_buffers(pa.binary(width), len(rows), [None, buffer])
 
 
-def _rows(column: pa.ChunkedArray, width: int) -> np.ndarray:
-    """fixed_size_binary(width) column → (N, width) uint8."""
-    chunks = [c.buffers()[1] for c in column.chunks]
-    if not chunks:
+def binary_rows(column: pa.Array | pa.ChunkedArray, width: int, what: str) -> np.ndarray:
+    """A binary column of `width` bytes a row, fixed-size (as latentgram writes it) or
+    variable-size (as Spark hands it over), → (N, width) uint8, without a Python loop over rows.
+    RunError naming `what` when a row has another size (a damaged or foreign file)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = []
+    for chunk in chunks:
+        if pa.types.is_fixed_size_binary(chunk.type):
+            if chunk.type.byte_width != width:
+                raise RunError(f"{what} are {chunk.type.byte_width} bytes each, not {width}")
+            data = np.frombuffer(chunk.buffers()[1], np.uint8)
+            parts.append(data[chunk.offset * width : (chunk.offset + len(chunk)) * width])
+            continue
+        if not (pa.types.is_binary(chunk.type) or pa.types.is_large_binary(chunk.type)):
+            raise RunError(f"{what} are {chunk.type}, not binary")
+        offset_type = np.int64 if pa.types.is_large_binary(chunk.type) else np.int32
+        offsets = np.frombuffer(chunk.buffers()[1], offset_type)
+        offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+        if np.any(np.diff(offsets) != width):
+            raise RunError(f"{what} must be {width} bytes each: some are not")
+        data = np.frombuffer(chunk.buffers()[2], np.uint8)
+        parts.append(data[offsets[0] : offsets[-1]])
+    if not parts:
         return np.zeros((0, width), np.uint8)
-    parts = [
-        np.frombuffer(buf, np.uint8)[c.offset * width : (c.offset + len(c)) * width]
-        for buf, c in zip(chunks, column.chunks, strict=True)
-    ]
     return np.concatenate(parts).reshape(-1, width)
 
 
@@ -55,16 +70,28 @@ def _write(path: Path, table: pa.Table, meta: dict[str, Any]) -> None:
 
 IMAGE_KEYS = ("image_shape", "class_names", "source")  # what each file's metadata must hold
 LATENT_KEYS = ("latent_shape", "model_sha256")
+IMAGES_FILE_COLUMNS = ("id", "split", "label", "pixels")  # and the columns it must have
+LATENTS_FILE_COLUMNS = ("id", "split", "label", "bits")
 
 
-def _read(path: Path, made_by: str, needs: tuple[str, ...]) -> tuple[pa.Table, dict[str, Any]]:
+def _read(
+    path: Path, made_by: str, needs: tuple[str, ...], columns: tuple[str, ...]
+) -> tuple[pa.Table, dict[str, Any]]:
     if not path.exists():
         raise RunError(f"{path} is missing: run `latentgram {made_by}` first")
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise RunError(f"{path} is not a readable Parquet file: {exc}") from exc
-    return table, file_metadata(path, table.schema, needs)
+    meta = file_metadata(path, table.schema, needs)
+    require_columns(path, table.schema, columns)
+    return table, meta
+
+
+def require_columns(path: Path, schema: pa.Schema, columns: tuple[str, ...]) -> None:
+    """RunError naming the columns a latentgram file lacks."""
+    if missing := [name for name in columns if schema.get_field_index(name) < 0]:
+        raise RunError(f"{path} is damaged: it has no column {', '.join(missing)}")
 
 
 def file_metadata(path: Path, schema: pa.Schema, needs: tuple[str, ...]) -> dict[str, Any]:
@@ -81,7 +108,16 @@ def file_metadata(path: Path, schema: pa.Schema, needs: tuple[str, ...]) -> dict
     if missing:
         kind = "a latents" if needs == LATENT_KEYS else "an images"
         raise RunError(f"{path} is not {kind} file: its metadata lacks {', '.join(missing)}")
+    assert isinstance(meta, dict)
+    for key in ("latent_shape", "image_shape"):
+        shape = meta.get(key, [1, 1, 1])
+        if not (isinstance(shape, list) and len(shape) == 3 and all(_positive(v) for v in shape)):
+            raise RunError(f"{path} is damaged: its {key} must be 3 positive integers, not {shape}")
     return meta
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def write_images(path: Path, images: ImageSet, ids: np.ndarray) -> None:
@@ -109,9 +145,9 @@ def write_images(path: Path, images: ImageSet, ids: np.ndarray) -> None:
 
 def read_images(path: Path) -> tuple[np.ndarray, ImageSet]:
     """(ids, images) from images.parquet."""
-    table, meta = _read(path, "encode", IMAGE_KEYS)
+    table, meta = _read(path, "encode", IMAGE_KEYS, IMAGES_FILE_COLUMNS)
     c, h, w = meta["image_shape"]
-    pixels = _rows(table.column("pixels"), c * h * w).reshape(-1, c, h, w)
+    pixels = _column_rows(path, table, "pixels", c * h * w).reshape(-1, c, h, w)
     images = ImageSet(
         images=pixels,
         labels=table.column("label").to_numpy(),
@@ -143,13 +179,22 @@ def write_latents(path: Path, latents: LatentSet) -> None:
 
 
 def read_latents(path: Path) -> LatentSet:
-    table, meta = _read(path, "encode", LATENT_KEYS)
+    table, meta = _read(path, "encode", LATENT_KEYS, LATENTS_FILE_COLUMNS)
     c, h, w = meta["latent_shape"]
+    packed = _column_rows(path, table, "bits", packed_size((c, h, w)))
     return LatentSet(
         ids=table.column("id").to_numpy(),
         splits=np.asarray(table.column("split").to_pylist(), dtype=str),
         labels=table.column("label").to_numpy(),
-        packed=_rows(table.column("bits"), packed_size((c, h, w))),
+        packed=packed,
         shape=(c, h, w),
         model_sha256=meta["model_sha256"],
     )
+
+
+def _column_rows(path: Path, table: pa.Table, name: str, width: int) -> np.ndarray:
+    """binary_rows of a file's column, its RunError saying which file is damaged."""
+    try:
+        return binary_rows(table.column(name), width, f"the values of {name}")
+    except RunError as why:
+        raise RunError(f"{path} is damaged: {why}: run `latentgram encode` again") from None

@@ -6,6 +6,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -97,4 +98,37 @@ def test_latents_with_damaged_pages_are_a_clear_error(tmp_path, latents: LatentS
     path.write_bytes(bytes(data))
     assert read_latents_header(path).shape == (12, 4, 4)
     with pytest.raises(RunError, match=r"latents.parquet is damaged \(.*\): run `latentgram"):
+        list(iter_train_grids(path, images_per_batch=16))
+
+
+def forged_latents(path, shape, bits: pa.Array | None) -> None:
+    """A latents file with latentgram's metadata over contents it would not write."""
+    columns = {"id": pa.array([1, 2]), "split": pa.array(["train", "test"]), "label": [0, 1]}
+    if bits is not None:
+        columns["bits"] = bits
+    meta = {"format_version": 1, "latent_shape": shape, "model_sha256": "ab" * 32}
+    table = pa.table(columns).replace_schema_metadata({"latentgram": json.dumps(meta)})
+    pq.write_table(table, path)
+
+
+FORGED = {
+    "bits of another width": ([12, 4, 4], pa.array([b"\x01" * 12] * 2, pa.binary(12))),
+    "bits of varying width": ([12, 4, 4], pa.array([b"\x01" * 20, b"\x01" * 24])),
+    "bits not binary": ([12, 4, 4], pa.array([1, 2])),
+    "no bits column": ([12, 4, 4], None),
+    "a shape of two sides": ([12, 4], pa.array([b"\x01" * 24] * 2, pa.binary(24))),
+    "a shape of zero": ([12, 0, 4], pa.array([b"\x01" * 24] * 2, pa.binary(24))),
+    "a shape not of numbers": (["12", 4, 4], pa.array([b"\x01" * 24] * 2, pa.binary(24))),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGED)
+def test_forged_latents_are_refused_by_every_reader(tmp_path, forgery: str) -> None:
+    """Readable Parquet and latentgram's metadata, contents it would not write: each reader
+    says which file is damaged instead of failing inside numpy."""
+    path = tmp_path / "latents.parquet"
+    forged_latents(path, *FORGED[forgery])
+    with pytest.raises(RunError, match=r"latents.parquet is damaged: .+"):
+        read_latents(path)
+    with pytest.raises(RunError, match=r"latents.parquet is damaged: .+"):
         list(iter_train_grids(path, images_per_batch=16))
