@@ -48,6 +48,7 @@ def report(
 ) -> None:
     """Memorization report: how often samples copy training images, per γ and mode, beside a
     held-out baseline; JSON, plots and sample sheets in the run's reports/ folder."""
+    from service.evaluation.features import checked_inception
     from service.evaluation.report import build_report
     from service.run.loaded import LoadedRun
 
@@ -60,7 +61,8 @@ def report(
         inception=inception,
     )
     paths = RunPaths(run)
-    result = build_report(LoadedRun.load(paths.root), config)
+    network = checked_inception(inception) if inception is not None else None  # before the run
+    result = build_report(LoadedRun.load(paths.root), config, inception=network)
     emit(
         f"report: {paths.reports / REPORT_JSON} (plot: {paths.reports / REPORT_PLOT})",
         {"seconds": result["seconds"], **result["summary"]},

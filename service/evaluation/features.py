@@ -98,6 +98,17 @@ def load_inception(path: str | Path, *, device: str = "cpu") -> torch.jit.Script
     return model.eval()
 
 
+def checked_inception(path: str | Path, *, device: str = "cpu") -> torch.nn.Module:
+    """load_inception, then one black image through it: a file that is not the network is
+    refused before any long work that would need it, not after."""
+    model = load_inception(path, device=device)
+    try:
+        inception_features(model, np.zeros((1, 1, 28, 28), np.uint8), device=device)
+    except InvalidInputError as why:
+        raise InvalidInputError(str(why).replace("the Inception network", str(path))) from None
+    return model
+
+
 def inception_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 1 or 3, H, W) → float32 (B, 3, 299, 299) in [0, 255]: what the network takes.
 

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.nn import Module
 from tqdm import tqdm
 
 from service.data.sources import first_per_class_round
 from service.errors import InvalidInputError
-from service.evaluation.features import classifier_features, inception_features
+from service.evaluation.features import checked_inception, classifier_features, inception_features
 from service.evaluation.frechet import frechet_distance
 from service.evaluation.likelihood import evaluate_likelihood
 from service.evaluation.nearest import MEMORIZED_PSNR_DB, NearestIndex
@@ -133,7 +134,7 @@ class FrechetScorer:
     """Fréchet distances of image sets to the held-out test images."""
 
     def __init__(
-        self, classifier: ClassifierCheckpoint, reference: np.ndarray, inception: Path | None
+        self, classifier: ClassifierCheckpoint, reference: np.ndarray, inception: Module | None
     ) -> None:
         self.classifier = classifier
         self.reference = classifier_features(classifier.model, reference)
@@ -154,8 +155,11 @@ class FrechetScorer:
         return {"classifier_frechet": frechet_distance(features, self.reference), "fid": fid}
 
 
-def build_report(run: LoadedRun, config: ReportConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Sample every (γ, mode), measure, and write reports/: JSON, plots and sample sheets."""
+def build_report(
+    run: LoadedRun, config: ReportConfig, *, progress: bool = True, inception: Module | None = None
+) -> dict[str, Any]:
+    """Sample every (γ, mode), measure, and write reports/: JSON, plots and sample sheets.
+    `inception`: config.inception's network when the caller has checked it already."""
     started = time.perf_counter()
     built = sorted(t.gamma for t in run.tables if not t.positional)
     gammas = tuple(config.gammas or built)
@@ -164,8 +168,10 @@ def build_report(run: LoadedRun, config: ReportConfig, *, progress: bool = True)
         raise InvalidInputError(f"no table built for gamma={missing}; built: {built}")
     if not (run.latents.splits == "test").any():
         raise InvalidInputError("the run has no test split: the report needs its baseline")
+    if inception is None and config.inception is not None:
+        inception = checked_inception(config.inception)
     meter = ClosenessMeter(run.neighbours)
-    baseline, novelty_psnr, scorer = _baseline(run, meter, config)
+    baseline, novelty_psnr, scorer = _baseline(run, meter, config, inception)
     jobs = [(g, m) for g in gammas for m in config.modes]
     results = {
         f"g{gamma}-{mode}": _measure_samples(run, meter, scorer, config, gamma, mode, novelty_psnr)
@@ -204,7 +210,7 @@ def baseline_rows(labels: np.ndarray, splits: np.ndarray, n: int) -> tuple[np.nd
 
 
 def _baseline(
-    run: LoadedRun, meter: ClosenessMeter, config: ReportConfig
+    run: LoadedRun, meter: ClosenessMeter, config: ReportConfig, inception: Module | None
 ) -> tuple[dict[str, Any], float, FrechetScorer]:
     """The held-out test images measured like samples: the report's baseline, the novelty
     threshold (their median PSNR to the training set) and the Fréchet scorer against them."""
@@ -214,7 +220,7 @@ def _baseline(
     closeness = meter.measure(test_images, test_packed, decoded=run.decode(test_packed))
     novelty_psnr = float(np.median(closeness.psnr))
     classifier = ensure_classifier(run.paths, run.images, progress=False)
-    scorer = FrechetScorer(classifier, test_images, config.inception)
+    scorer = FrechetScorer(classifier, test_images, inception)
     baseline = {
         **summarize(closeness, novelty_psnr),
         **scorer.score(run.images.images[train_rows]),  # real training vs real test images

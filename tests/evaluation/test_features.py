@@ -12,6 +12,7 @@ from service.errors import InvalidInputError
 from service.evaluation.features import (
     INCEPTION_FEATURES,
     INCEPTION_FILE,
+    checked_inception,
     inception_features,
 )
 from service.evaluation.frechet import (
@@ -96,6 +97,15 @@ def test_torchscript_without_inception_signature_is_refused(tmp_path: Path) -> N
     with pytest.raises(InvalidInputError, match="return_features=True") as exc:
         inception_features(path, np.zeros((2, 1, 28, 28), np.uint8))
     _assert_one_line_naming(exc, path)
+    with pytest.raises(InvalidInputError, match="return_features=True") as exc:
+        checked_inception(path)  # before any images: what the report asks first
+    _assert_one_line_naming(exc, path)
+
+
+def test_a_checked_inception_network_gives_the_features_its_file_gives(stand_in: Path) -> None:
+    images = np.random.default_rng(0).integers(0, 256, (3, 1, 28, 28), dtype=np.uint8)
+    network = checked_inception(stand_in)
+    assert np.array_equal(inception_features(network, images), inception_features(stand_in, images))
 
 
 def test_inception_refuses_bad_images(stand_in: Path) -> None:
