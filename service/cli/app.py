@@ -27,7 +27,8 @@ app = typer.Typer(
     add_completion=False,
 )
 
-RunOpt = Annotated[Path, typer.Option("--run", help="Run directory (created if missing).")]
+RunOpt = Annotated[Path, typer.Option("--run", help="Run directory, as `prepare` made it.")]
+NewRunOpt = Annotated[Path, typer.Option("--run", help="Run directory (created if missing).")]
 SourceOpt = Annotated[
     str,
     typer.Option(

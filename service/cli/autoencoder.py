@@ -16,6 +16,7 @@ from service.cli.app import (
     DeviceOpt,
     EpochsOpt,
     LimitOpt,
+    NewRunOpt,
     PresetOpt,
     RunOpt,
     SourceOpt,
@@ -54,7 +55,7 @@ def data(
 
 @app.command("train-ae")
 def train_ae(
-    run: RunOpt = DEFAULT_RUN_DIR,
+    run: NewRunOpt = DEFAULT_RUN_DIR,
     source: SourceOpt = "fashion-mnist",
     limit: LimitOpt = None,
     classes: ClassesOpt = None,

@@ -13,8 +13,8 @@ from service.cli.app import (
     DeviceOpt,
     EpochsOpt,
     LimitOpt,
+    NewRunOpt,
     PresetOpt,
-    RunOpt,
     SourceOpt,
     app,
     emit,
@@ -31,7 +31,7 @@ from service.run.paths import DEFAULT_RUN_DIR, RunPaths
 
 @app.command()
 def prepare(
-    run: RunOpt = DEFAULT_RUN_DIR,
+    run: NewRunOpt = DEFAULT_RUN_DIR,
     source: SourceOpt = "fashion-mnist",
     limit: LimitOpt = None,
     classes: ClassesOpt = None,
