@@ -200,6 +200,8 @@ def test_refused_commands_say_why_and_change_nothing(
         (("encode", "--run", "/no/such/run"), "train-ae"),
         (("train-ae", "--precision", "fp8", "--run", "/tmp/x"), "precision must be one of"),
         (("train-ae", "--preset", "huge", "--run", "/tmp/x"), "unknown BL-AE preset"),
+        (("report", "--modes", "exact,backoff"), "modes must be among exact, hybrid, neural"),
+        (("report", "--modes", "dream"), "modes must be among exact, hybrid, neural, got dream"),
         (  # refused before the run is even looked at, not after the report's long work
             ("report", "--run", "/no/such/run", "--inception", "/no/such/inception.pt"),
             "no Inception weights file at /no/such/inception.pt",
