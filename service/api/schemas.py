@@ -9,7 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from service.evaluation.nearest import NearestBy
 from service.latents.bits import TextEncoding as Encoding
-from service.ngram.samples import MAX_TEMPERATURE, MIN_TEMPERATURE, Mode
+from service.ngram.samples import MAX_SEED, MAX_TEMPERATURE, MIN_TEMPERATURE, Mode
 
 # The largest integer every JSON reader keeps exactly (a JavaScript number, a schema validator's
 # double): a bound above it cannot be checked by a client.
@@ -39,7 +39,7 @@ class SampleRequest(Strict):
         description="Window size γ of a built table (left out: 5, or the least built).",
     )
     mode: Mode = Field("exact", description="exact, backoff, hybrid or neural.")
-    seed: Integer = Field(0, ge=0, le=MAX_JSON_INT, description="Same seed, same samples.")
+    seed: Integer = Field(0, ge=0, le=MAX_SEED, description="Same seed, same samples.")
     temperature: float = Field(
         1.0,
         ge=MIN_TEMPERATURE,

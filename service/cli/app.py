@@ -14,6 +14,7 @@ import typer
 
 from models import PRESETS, describe_preset
 from service.errors import InvalidInputError, LatentgramError, first_line
+from service.ngram.samples import MAX_SEED
 
 try:  # typer 0.24 and later carry their own copy of click, with its own exception classes
     from typer._click.exceptions import UsageError
@@ -28,6 +29,12 @@ app = typer.Typer(
 )
 
 RunOpt = Annotated[Path, typer.Option("--run", help="Run directory, as `prepare` made it.")]
+SeedOpt = Annotated[
+    int,
+    typer.Option(
+        help="Same seed, same samples (0 … 2^53 − 1, as in the API).", min=0, max=MAX_SEED
+    ),
+]
 NewRunOpt = Annotated[Path, typer.Option("--run", help="Run directory (created if missing).")]
 SourceOpt = Annotated[
     str,

@@ -9,7 +9,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from service.cli.app import DeviceOpt, RunOpt, app, emit, parse_int_list
+from service.cli.app import DeviceOpt, RunOpt, SeedOpt, app, emit, parse_int_list
 from service.data.images import make_grid, save_png
 from service.data.parquet import write_latents
 from service.errors import InvalidInputError
@@ -94,7 +94,7 @@ def sample(
             max=MAX_CLI_SAMPLES,
         ),
     ] = 64,
-    seed: Annotated[int, typer.Option(help="Same seed, same samples.")] = 0,
+    seed: SeedOpt = 0,
     temperature: Annotated[
         float, typer.Option(help="Weights are count^(1/T); < 1 sharpens, > 1 flattens.")
     ] = 1.0,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from service.cli.app import RunOpt, app, emit, parse_int_list
+from service.cli.app import RunOpt, SeedOpt, app, emit, parse_int_list
 from service.errors import InvalidInputError, first_line
 from service.evaluation.report_config import (
     REPORT_JSON,
@@ -34,7 +34,7 @@ def report(
     modes: Annotated[
         str, typer.Option(help="Comma-separated sampling modes among exact, hybrid, neural.")
     ] = ",".join(REPORT_MODES),
-    seed: Annotated[int, typer.Option(help="Same seed, same samples.")] = 0,
+    seed: SeedOpt = 0,
     budget: Annotated[int, typer.Option(help="Search steps per exact sample.", min=1)] = (
         ReportConfig.budget
     ),

@@ -13,6 +13,9 @@ from service.ngram.windows import splitmix64
 
 Mode = Literal["exact", "backoff", "hybrid", "neural"]  # the one list of sampling modes
 MODES: tuple[Mode, ...] = get_args(Mode)
+# Seeds a user may give: the API's range (a JSON number keeps integers exact up to 2^53 − 1), so
+# that a seed given on the command line draws the same samples when asked of the API.
+MAX_SEED = 2**53 - 1
 MAX_TEMPERATURE = 20.0
 MIN_TEMPERATURE = 0.05  # below this count^(1/T) is a hard argmax in float64 anyway
 FAILED_BUDGET = "budget"  # the search used its budget of steps before finishing
