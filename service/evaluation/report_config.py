@@ -9,6 +9,7 @@ from typing import cast
 
 from service.errors import InvalidInputError
 from service.ngram.samples import Mode
+from service.ngram.windows import check_gamma
 
 REPORT_JSON = "memorization.json"  # in the run's reports/ folder
 REPORT_PLOT = "memorization-vs-gamma.png"
@@ -27,6 +28,8 @@ class ReportConfig:
     def __post_init__(self) -> None:
         if self.samples < 2:
             raise InvalidInputError(f"samples must be ≥ 2, got {self.samples}")
+        for gamma in self.gammas or ():
+            check_gamma(gamma)  # before the run is loaded: whether it is built is asked later
         unknown = [mode for mode in self.modes if mode not in REPORT_MODES]
         if unknown or not self.modes:
             asked = ", ".join(self.modes) or "none"

@@ -201,6 +201,7 @@ def test_refused_commands_say_why_and_change_nothing(
         (("train-ae", "--precision", "fp8", "--run", "/tmp/x"), "precision must be one of"),
         (("train-ae", "--preset", "huge", "--run", "/tmp/x"), "unknown BL-AE preset"),
         (("report", "--modes", "exact,backoff"), "modes must be among exact, hybrid, neural"),
+        (("report", "--run", "/no/such/run", "--gamma", "4"), "odd window size"),
         (("sample", "--seed", "-1"), "Invalid value for '--seed'"),  # the API's range: 0 … 2^53 − 1
         (("report", "--seed", str(2**53)), "Invalid value for '--seed'"),
         (("report", "--modes", "dream"), "modes must be among exact, hybrid, neural, got dream"),
