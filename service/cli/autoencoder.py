@@ -197,17 +197,19 @@ def decode(
     limit: Annotated[int, typer.Option(help="Decode the first N latents.", min=1)] = 64,
 ) -> None:
     """Decode latents back into images through the run's BL-AE."""
+    paths = RunPaths(run).existing()
+    if latents is not None and not latents.exists():
+        raise InvalidInputError(f"--latents {latents} does not exist")
+    wanted = parse_int_list(ids, "--ids")
+    if ids is not None and not wanted:
+        raise InvalidInputError("--ids is empty: give comma-separated ids, or leave it out")
+    stored = read_latents(latents or paths.latents)  # these first: torch takes seconds to load
     from service.latents.codec import decode_packed
     from service.run.models import load_blae
     from service.run.steps import select_latents
 
-    paths = RunPaths(run)
-    if latents is not None and not latents.exists():
-        raise InvalidInputError(f"--latents {latents} does not exist")
     model = load_blae(paths).model
-    chosen = select_latents(
-        read_latents(latents or paths.latents), parse_int_list(ids, "--ids"), limit
-    )
+    chosen = select_latents(stored, wanted, limit)
     if chosen.shape != model.config.latent_shape:
         raise InvalidInputError(
             f"latents have shape {chosen.shape}, the run's BL-AE makes {model.config.latent_shape}"

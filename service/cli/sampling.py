@@ -14,6 +14,7 @@ from service.data.images import make_grid, save_png
 from service.data.parquet import write_latents
 from service.errors import InvalidInputError
 from service.ngram.samples import SampleConfig, parse_mode
+from service.ngram.windows import check_gamma
 from service.run.build import built_gammas
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
 
@@ -113,17 +114,18 @@ def sample(
     ] = False,
 ) -> None:
     """Draw samples; writes a PNG grid of the finished ones and their latents as Parquet."""
-    from service.run.steps import sample_run, samples_as_latents
-
     if out.suffix.lower() != ".png":
         raise InvalidInputError(f"--out must be a .png file (the latents go beside it), got {out}")
-    paths = RunPaths(run)
     config = SampleConfig(n=n, seed=seed, temperature=temperature, budget=budget)
+    chosen, paths = parse_mode(mode), RunPaths(run).existing()
+    check_gamma(gamma)  # these first: torch takes seconds to load
+    from service.run.steps import sample_run, samples_as_latents
+
     result = sample_run(
         paths,
         gamma=gamma,
         config=config,
-        mode=parse_mode(mode),
+        mode=chosen,
         positional=positional,
         complete_with_hybrid=complete,
     )

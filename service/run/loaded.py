@@ -55,9 +55,7 @@ class RunFiles:
 
     @classmethod
     def read(cls, paths: RunPaths, *, device: str = "cpu") -> RunFiles:
-        if not paths.root.is_dir():
-            raise RunError(f"run directory {paths.root} does not exist: run `latentgram prepare`")
-        blae = load_blae(paths, device=device)
+        blae = load_blae(paths.existing(), device=device)
         latents = read_latents(paths.require(paths.latents, "encode"))
         image_ids, images = read_images(paths.require(paths.images, "encode"))
         if latents.model_sha256 != blae.sha256:

@@ -73,6 +73,12 @@ class RunPaths:
     def arvm_metrics(self, gamma: int, positional: bool = False) -> Path:
         return self.reports / f"arvm-{table_name(gamma, positional)}-metrics.jsonl"
 
+    def existing(self) -> RunPaths:
+        """These paths, or a RunError when the run directory does not exist."""
+        if not self.root.is_dir():
+            raise RunError(f"run directory {self.root} does not exist: run `latentgram prepare`")
+        return self
+
     def require(self, path: Path, made_by: str) -> Path:
         """The path, or a RunError saying which command makes it."""
         if not path.exists():

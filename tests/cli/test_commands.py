@@ -178,6 +178,7 @@ def test_hybrid_mode_finishes_every_sample(prepared: tuple[RunPaths, str], tmp_p
         (("ablate-sigma", "--sigmas", "0.5,nan"), "sigmas must be finite"),
         (("serve", "--log-level", "loud"), "--log-level must be one of critical"),
         (("decode", "--latents", "/no/such.parquet", "--out", "d.png"), "--latents /no/such"),
+        (("decode", "--ids", "", "--out", "d.png"), "--ids is empty"),
     ],
 )
 def test_refused_commands_say_why_and_change_nothing(
@@ -202,7 +203,8 @@ def test_refused_commands_say_why_and_change_nothing(
         (("train-ae", "--preset", "huge", "--run", "/tmp/x"), "unknown BL-AE preset"),
         (("report", "--modes", "exact,backoff"), "modes must be among exact, hybrid, neural"),
         (("report", "--run", "/no/such/run", "--gamma", "4"), "odd window size"),
-        (("sample", "--seed", "-1"), "Invalid value for '--seed'"),  # the API's range: 0 … 2^53 − 1
+        (("sample", "--seed", "-1"), "Invalid value for '--seed'"),
+        (("sample", "--run", "/no/such/run"), "run directory /no/such/run does not exist"),  # the API's range: 0 … 2^53 − 1
         (("report", "--seed", str(2**53)), "Invalid value for '--seed'"),
         (("report", "--modes", "dream"), "modes must be among exact, hybrid, neural, got dream"),
         (  # refused before the run is even looked at, not after the report's long work
