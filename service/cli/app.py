@@ -73,6 +73,19 @@ def emit(title: str, figures: dict[str, Any]) -> None:
     typer.echo(f"{title}\n{json.dumps(figures, indent=2)}")
 
 
+def output_file(path: Path, option: str = "--out") -> Path:
+    """`path`, its folder made; InvalidInputError naming the option when it cannot be written
+    there, asked before the work whose result it would hold."""
+    if path.is_dir():
+        raise InvalidInputError(f"{option} {path} is a folder: give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = f"{exc.filename} is a file" if isinstance(exc, FileExistsError) else exc.strerror
+        raise InvalidInputError(f"{option} {path}: its folder cannot be made ({why})") from None
+    return path
+
+
 def parse_int_list(text: str | None, what: str) -> tuple[int, ...] | None:
     """ "1,3,5" → (1, 3, 5); None stays None."""
     if text is None or text == "":

@@ -9,7 +9,15 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from service.cli.app import DeviceOpt, RunOpt, SeedOpt, app, emit, parse_int_list
+from service.cli.app import (
+    DeviceOpt,
+    RunOpt,
+    SeedOpt,
+    app,
+    emit,
+    output_file,
+    parse_int_list,
+)
 from service.data.images import make_grid, save_png
 from service.data.parquet import write_latents
 from service.errors import InvalidInputError
@@ -116,6 +124,7 @@ def sample(
     """Draw samples; writes a PNG grid of the finished ones and their latents as Parquet."""
     if out.suffix.lower() != ".png":
         raise InvalidInputError(f"--out must be a .png file (the latents go beside it), got {out}")
+    output_file(out)
     config = SampleConfig(n=n, seed=seed, temperature=temperature, budget=budget)
     chosen, paths = parse_mode(mode), RunPaths(run).existing()
     check_gamma(gamma)  # these first: torch takes seconds to load

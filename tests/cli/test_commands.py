@@ -204,7 +204,10 @@ def test_refused_commands_say_why_and_change_nothing(
         (("report", "--modes", "exact,backoff"), "modes must be among exact, hybrid, neural"),
         (("report", "--run", "/no/such/run", "--gamma", "4"), "odd window size"),
         (("sample", "--seed", "-1"), "Invalid value for '--seed'"),
-        (("sample", "--run", "/no/such/run"), "run directory /no/such/run does not exist"),  # the API's range: 0 … 2^53 − 1
+        (
+            ("sample", "--run", "/no/such/run"),
+            "run directory /no/such/run does not exist",
+        ),  # the API's range: 0 … 2^53 − 1
         (("report", "--seed", str(2**53)), "Invalid value for '--seed'"),
         (("report", "--modes", "dream"), "modes must be among exact, hybrid, neural, got dream"),
         (  # refused before the run is even looked at, not after the report's long work
@@ -254,7 +257,8 @@ def test_damaged_files_and_paths_that_cannot_be_used_are_one_line(
                 "--out",
                 str(taken),
             ): "is not a latents file",
-            ("sample", "--run", run, "-n", "2", "--out", str(taken)): "Is a directory",
+            ("sample", "--run", run, "-n", "2", "--out", str(taken)): "is a folder",
+            ("sample", "--run", run, "--out", str(paths.store / "x.png")): "folder cannot be made",
             ("serve", "--run", run, "--port", port): "cannot listen on 127.0.0.1",
             ("migrate", "--run", str(paths.store)): "is a file, not a directory",
             ("train-ae", "--run", str(paths.store), "--limit", "16"): "is a file, not a directory",
