@@ -19,6 +19,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "not found"},
     409: {"model": Problem, "description": "the run lacks what this needs (a table, a γ-ARVM)"},
     413: {"model": Problem, "description": "request body too large"},
+    415: {"model": Problem, "description": "the body was not sent as JSON"},
     422: {"model": Problem, "description": "a field is out of range or malformed"},
     503: {"model": Problem, "description": "the run is not ready"},
 }

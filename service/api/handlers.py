@@ -32,9 +32,15 @@ def field_name(loc: tuple[Any, ...]) -> str:
 
 
 async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    """422 naming each bad field; 400 when the body is not JSON at all."""
+    """422 naming each bad field; 400 when the body is not JSON at all, 415 when it was not
+    sent as JSON (`curl -d` sends a form)."""
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and media != "application/json" and any(tuple(e["loc"]) == ("body",) for e in errors):
+        return problem(
+            415, f"send the body as JSON, with content-type: application/json (got {media})"
+        )
     broken = [e for e in errors if e["type"] == "json_invalid"]
     if broken:
         why = broken[0].get("ctx", {}).get("error", broken[0]["msg"])

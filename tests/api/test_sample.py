@@ -125,8 +125,10 @@ def test_integers_may_be_written_as_json_numbers_with_a_zero_fraction(
 def test_bad_json_is_a_documented_400(live_server: LiveServer) -> None:
     broken = {"content": b"{not json", "headers": {"content-type": "application/json"}}
     assert_problem(post(live_server, "/v1/sample", **broken), 400, "not valid JSON", "character 1")
+    form = post(live_server, "/v1/sample", data={"n": "2"})  # what `curl -d` sends
+    assert_problem(form, 415, "content-type: application/json", "x-www-form-urlencoded")
     documented = get(live_server, "/openapi.json").json()["paths"]["/v1/sample"]["post"]
-    assert "400" in documented["responses"]
+    assert {"400", "415"} <= set(documented["responses"])
 
 
 def test_health_answers_while_samples_are_made(live_server: LiveServer) -> None:
