@@ -69,8 +69,10 @@ def _read_once(folder: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
         raise StaleArrays(f"{folder} has no {MANIFEST}") from exc
     except (OSError, ValueError) as exc:
         raise StaleArrays(f"{folder / MANIFEST} is unreadable: {exc}") from exc
-    if manifest.get("format") != FORMAT_VERSION or manifest.get("meta") != dict(meta):
-        raise StaleArrays(f"{folder} was written for {manifest.get('meta')}, not {dict(meta)}")
+    found = {"format": manifest.get("format"), **(manifest.get("meta") or {})}
+    wanted = {"format": FORMAT_VERSION, **meta}
+    if found != wanted:
+        raise StaleArrays(f"{folder} was written for {_differences(found, wanted)}")
     arrays = {}
     for name, spec in manifest.get("arrays", {}).items():
         try:
@@ -84,6 +86,12 @@ def _read_once(folder: Path, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
             )
         arrays[name] = array
     return arrays
+
+
+def _differences(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:
+    """ "layout 2 (now 3), table_id 4 (now 5)": what a folder's manifest holds that differs."""
+    keys = [key for key in {**wanted, **found} if found.get(key) != wanted.get(key)]
+    return ", ".join(f"{key} {found.get(key)} (now {wanted.get(key)})" for key in keys)
 
 
 def map_npy(path: Path) -> np.ndarray:

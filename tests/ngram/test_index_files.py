@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.array_files import MANIFEST, read_arrays, write_arrays
+from service.array_files import MANIFEST, StaleArrays, read_arrays, write_arrays
 from service.ngram.build import build_table
 from service.ngram.exact import ExactSampler
 from service.ngram.index import KeyFilter, NgramIndex
@@ -208,3 +208,12 @@ def test_writers_racing_for_one_folder_leave_one_whole_set(tmp_path: Path) -> No
     np.testing.assert_array_equal(arrays["a"], np.full(1000, value))  # one writer's set, whole
     np.testing.assert_array_equal(arrays["b"], np.arange(value))
     assert [p.name for p in folder.parent.iterdir()] == ["7"]  # no temporary folder left
+
+
+def test_stale_files_say_what_they_were_written_for(tmp_path: Path) -> None:
+    """The warning names what differs, not the two whole records."""
+    folder = tmp_path / "arrays"
+    write_arrays(folder, {"a": np.arange(3)}, {"layout": 2, "table_id": 6, "name": "g5"})
+    with pytest.raises(StaleArrays) as stale:
+        read_arrays(folder, {"layout": 3, "table_id": 6, "name": "g5"})
+    assert str(stale.value) == f"{folder} was written for layout 2 (now 3)"
