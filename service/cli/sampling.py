@@ -124,10 +124,10 @@ def sample(
     """Draw samples; writes a PNG grid of the finished ones and their latents as Parquet."""
     if out.suffix.lower() != ".png":
         raise InvalidInputError(f"--out must be a .png file (the latents go beside it), got {out}")
-    output_file(out)
     config = SampleConfig(n=n, seed=seed, temperature=temperature, budget=budget)
     chosen, paths = parse_mode(mode), RunPaths(run).existing()
-    check_gamma(gamma)  # these first: torch takes seconds to load
+    check_gamma(gamma)
+    output_file(out)  # these first: torch takes seconds to load
     from service.run.steps import sample_run, samples_as_latents
 
     result = sample_run(
