@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any
 
-import duckdb
 import typer
 
 from service.cli.app import GammasOpt, RunOpt, app, emit, parse_int_list
 from service.errors import InvalidInputError
 from service.ngram.index import NgramIndex
-from service.ngram.migrations import migrate as apply_migrations
+from service.ngram.migrations import MigrationStatus, check_not_newer
 from service.ngram.migrations import status as migration_status
-from service.ngram.store import TableInfo, list_tables, open_store
+from service.ngram.store import TableInfo, list_tables, open_store, upgrade_store
 from service.run.build import build_run_tables
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
 from service.settings import BuildSettings
@@ -27,18 +27,20 @@ def migrate(
     ] = False,
 ) -> None:
     """Bring the run's DuckDB store up to the latest schema (migrating twice is a no-op)."""
-    paths = RunPaths(run)
+    paths = RunPaths(run).existing()
+    store = paths.require(paths.store, "build")
+    state = _schema_state(store)
     if show_status:
-        store = paths.require(paths.store, "migrate")
-        with open_store(store, read_only=True, check_schema=False) as con:
-            state = migration_status(con)
-        emit(f"store: {paths.store}", asdict(state))
+        emit(f"store: {store}", asdict(state))
         return
-    paths.root.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(paths.store)) as con:
-        applied = apply_migrations(con)
-        state = migration_status(con)
-    emit(f"store: {paths.store}", {**asdict(state), "applied_now": applied})
+    check_not_newer(state.current, state.latest)
+    applied = upgrade_store(store) if state.pending else []  # opened for writing only then
+    emit(f"store: {store}", {**asdict(_schema_state(store)), "applied_now": applied})
+
+
+def _schema_state(store: Path) -> MigrationStatus:
+    with open_store(store, read_only=True, check_schema=False) as con:
+        return migration_status(con)
 
 
 @app.command()

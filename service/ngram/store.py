@@ -99,6 +99,11 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             # "Could not set lock on file": another process holds the store; any other error (a
             # file cut short, or not a database) will not pass by waiting
             if "Could not set lock" not in str(exc):
+                if not read_only and _opens_read_only(path):
+                    raise RunError(
+                        f"{path} cannot be written here ({first_line(exc)}): the store reads "
+                        "fine; make it writable, or build into another --run"
+                    ) from exc
                 raise RunError(
                     f"{path} is not a readable DuckDB store ({first_line(exc)}): move it away and"
                     " run `latentgram build` to make a new one"
@@ -106,6 +111,16 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             if time.monotonic() >= waited_until:
                 raise RunError(f"{path} is in use by another process (a build?): {exc}") from exc
             time.sleep(0.1)
+
+
+def _opens_read_only(path: Path) -> bool:
+    """Whether a store that would not open for writing opens for reading: then it is sound, and
+    only this process may not write it (a read-only file or mount)."""
+    try:
+        duckdb.connect(str(path), read_only=True).close()
+    except duckdb.Error:
+        return False
+    return True
 
 
 def upgrade_store(path: Path) -> list[str]:

@@ -3,11 +3,14 @@ commands, and a command's second run, go through the same entry point in this pr
 (tests.helpers.latentgram): each subprocess would spend seconds importing torch; one refusal
 still goes through the installed script."""
 
+import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -132,6 +135,40 @@ def test_global_gamma_samples_copy_training_latents_reproducibly(
 def test_migrate_status_shows_nothing_pending(prepared: tuple[RunPaths, str]) -> None:
     status = cli("migrate", "--run", str(prepared[0].root), "--status")
     assert status.returncode == 0 and '"pending": []' in status.stdout
+
+
+@contextlib.contextmanager
+def read_only_file(path: Path) -> Iterator[None]:
+    """A file this process cannot write: mode 444, or immutable for root, who writes through
+    modes (the test is skipped where neither can be had)."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+    elif subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a file read-only for root here (chattr +i)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+        path.chmod(0o644)
+
+
+def test_a_store_that_cannot_be_written_is_not_called_damaged(
+    prepared: tuple[RunPaths, str], tmp_path: Path
+) -> None:
+    """Building into a read-only store says so (it once said to move the store away); migrating
+    a store with nothing pending does not need to write it; a mistyped run is not created."""
+    paths = RunPaths(tmp_path / "run")
+    shutil.copytree(prepared[0].root, paths.root)
+    with read_only_file(paths.store):
+        build = latentgram("build", "--run", str(paths.root), "--gamma", "3")
+        assert build.returncode == 2 and "cannot be written here" in build.stderr, build.stderr
+        assert "reads fine" in build.stderr and "move it away" not in build.stderr
+        migrate = latentgram("migrate", "--run", str(paths.root))
+        assert migrate.returncode == 0 and '"applied_now": []' in migrate.stdout, migrate.stderr
+    typo = tmp_path / "typo" / "run"
+    missing = latentgram("migrate", "--run", str(typo))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert not typo.parent.exists()
 
 
 def test_a_starved_search_writes_an_empty_result(
