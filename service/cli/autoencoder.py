@@ -28,6 +28,7 @@ from service.data.images import make_grid, save_png
 from service.data.parquet import read_latents
 from service.data.sources import DataSpec, describe
 from service.errors import InvalidInputError
+from service.ngram.samples import MAX_SEED
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
 
 if TYPE_CHECKING:
@@ -86,7 +87,9 @@ def train_ae(
         float | None,
         typer.Option(help="Adam peak learning rate (default: the preset's; most 2e-3).", min=0),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for init, shuffles and noise.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed for init, shuffles and noise.", min=0, max=MAX_SEED)
+    ] = 0,
     precision: Annotated[
         str, typer.Option(help="fp32, bf16, or auto (bf16 on CUDA or CPUs with native bf16).")
     ] = "auto",

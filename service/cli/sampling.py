@@ -21,7 +21,7 @@ from service.cli.app import (
 from service.data.images import make_grid, save_png
 from service.data.parquet import write_latents
 from service.errors import InvalidInputError
-from service.ngram.samples import SampleConfig, parse_mode
+from service.ngram.samples import MAX_SEED, SampleConfig, parse_mode
 from service.ngram.windows import check_gamma
 from service.run.build import built_gammas
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
@@ -55,7 +55,9 @@ def train_arvm_command(
     lr: Annotated[float | None, typer.Option(help="Peak AdamW learning rate.", min=0)] = None,
     hidden: Annotated[int | None, typer.Option(help="Width of the residual stream.", min=1)] = None,
     blocks: Annotated[int | None, typer.Option(help="Residual MLP blocks.", min=0)] = None,
-    seed: Annotated[int, typer.Option(help="Seed for init and batch order.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed for init and batch order.", min=0, max=MAX_SEED)
+    ] = 0,
     positional: Annotated[bool, typer.Option(help="Train on the positional table.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:

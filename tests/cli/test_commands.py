@@ -246,6 +246,8 @@ def test_refused_commands_say_why_and_change_nothing(
             "run directory /no/such/run does not exist",
         ),  # the API's range: 0 … 2^53 − 1
         (("report", "--seed", str(2**53)), "Invalid value for '--seed'"),
+        (("train-ae", "--seed", str(2**63)), "Invalid value for '--seed'"),  # was a traceback
+        (("train-arvm", "--seed", "-1"), "Invalid value for '--seed'"),
         (("report", "--modes", "dream"), "modes must be among exact, hybrid, neural, got dream"),
         (  # refused before the run is even looked at, not after the report's long work
             ("report", "--run", "/no/such/run", "--inception", "/no/such/inception.pt"),
