@@ -166,17 +166,34 @@ def spark_session(
         builder = builder.config("spark.sql.shuffle.partitions", "8")  # not 200 tiny tasks
     for key, value in (config or {}).items():
         builder = builder.config(key, value)
+    jvm_log = work_dir / "jvm.log"
     try:
-        with _jvm_output_to(work_dir / "jvm.log"), warnings.catch_warnings():
+        with _jvm_output_to(jvm_log), warnings.catch_warnings():
             warnings.filterwarnings("ignore", _PANDAS_WARNING, FutureWarning)
             spark = builder.getOrCreate()
     except Exception as exc:  # py4j and pyspark raise their own types; the first line says it
-        raise RunError(f"Spark did not start on {master}: {first_line(exc)}") from None
+        said = _jvm_reason(jvm_log)
+        raise RunError(
+            f"Spark did not start on {master}: {first_line(exc)}"
+            + (f" (the JVM said: {said})" if said else "")
+        ) from None
     try:
         spark.sparkContext.setLogLevel("ERROR")
         yield spark
     finally:
         spark.stop()
+
+
+def _jvm_reason(log: Path) -> str:
+    """The last exception or error line the JVM wrote while starting: py4j reports only that
+    the gateway exited, and the log goes with the build's scratch folder."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    causes = [line.strip() for line in lines if re.search(r"Exception|Error", line)]
+    causes = [line for line in causes if not line.startswith("at ")]
+    return causes[-1][:400] if causes else ""
 
 
 @contextlib.contextmanager

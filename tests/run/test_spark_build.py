@@ -7,8 +7,11 @@ One Spark session on local[2] serves the module (starting one costs seconds); th
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -213,3 +216,19 @@ def test_missing_java_says_how_to_install_it(
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))  # a Java home without bin/java
     with pytest.raises(RunError, match="openjdk-17-jre-headless"):
         check_spark_installed()
+
+
+def test_a_spark_that_does_not_start_says_why(tmp_path: Path) -> None:
+    """py4j reports only that the Java gateway exited: the JVM's own reason is in the message.
+    In a process of its own: here getOrCreate would hand back the module's running session."""
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from service.run.spark_build import spark_session
+        with spark_session("local[0]", work_dir=Path({str(tmp_path / "spark")!r})):
+            pass
+    """)
+    failed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert re.search(
+        r"RunError: Spark did not start on local\[0\].*the JVM said: .*0 threads", failed.stderr
+    )
