@@ -1,10 +1,12 @@
 # latentgram: `make demo` builds the default run, `make test` runs the test suite.
 # Both set everything up first on a fresh Debian machine: the Fashion-MNIST package through apt,
-# a virtual environment in .venv with the CPU build of PyTorch, and the project itself; Java 17
-# and pyspark for the Spark build engine.
+# a virtual environment in .venv with PyTorch (the CPU build: see TORCH_INDEX_URL), and the
+# project itself; Java 17 (unless a Java ≥ 17 or JAVA_HOME is there) and pyspark for Spark.
 
 PYTHON ?= python3
 TORCH_VERSION ?= 2.13.0
+# A pip index of CPU wheels, where the default index serves torch's CUDA build.
+TORCH_INDEX_URL ?=
 RUN ?= runs/default
 VENV := .venv
 BIN := $(VENV)/bin
@@ -65,17 +67,19 @@ system-packages:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 			chromium; \
 	fi
-	@if ! command -v java >/dev/null && [ -z "$$JAVA_HOME" ] && command -v apt-get >/dev/null; then \
+	@java=$$(java -version 2>&1 | sed -n 's/.* version "\(1\.\)\{0,1\}\([0-9]*\).*/\2/p' | head -1); \
+	if [ "$${java:-0}" -lt 17 ] && [ -z "$$JAVA_HOME" ] && command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 			openjdk-17-jre-headless; \
 	fi
 
-# torch is installed first and pinned: an unpinned torch pulls the CUDA build (gigabytes).
+# torch is installed first and pinned: an unpinned torch pulls the CUDA build (gigabytes). Which
+# build a pinned one is depends on the index: set TORCH_INDEX_URL where it serves CUDA's.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/pip install -q -e '.[dev,spark]'
 	touch $(STAMP)
 
