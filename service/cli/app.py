@@ -112,13 +112,22 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort) as exc:
         if isinstance(exc.__cause__, EOFError):  # click reports an EOFError as an abort
             fail(f"a file ended too soon: {first_line(exc.__cause__)}")
-        typer.echo("latentgram: interrupted", err=True)
-        sys.exit(130)
+        interrupted()
     except OSError as exc:  # a path that cannot be read or written, or a damaged file
         fail(first_line(exc))
     except duckdb.Error as exc:  # a damaged store (its error names the file)
         fail(f"DuckDB failed: {first_line(exc)}")
+    if code == INTERRUPTED:  # typer turns Ctrl-C into this code itself, saying nothing
+        interrupted()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+def interrupted() -> NoReturn:
+    typer.echo("latentgram: interrupted", err=True)
+    sys.exit(INTERRUPTED)
 
 
 def fail(message: str) -> NoReturn:

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -319,3 +320,20 @@ def test_data_summary_of_real_source(tmp_path: Path, fashion_small) -> None:
     assert result.returncode == 0, result.stderr
     assert '"train": 10' in result.stdout and "Ankle boot" in result.stdout
     assert (tmp_path / "p.png").exists()
+
+
+def test_ctrl_c_says_interrupted_and_exits_130() -> None:
+    """typer turns Ctrl-C into exit code 130 and says nothing; the command line says so."""
+    script = textwrap.dedent("""
+        import sys
+        from service.cli.app import app, main
+
+        @app.command("stopped")
+        def stopped() -> None:
+            raise KeyboardInterrupt  # what Ctrl-C raises in a running command
+
+        sys.argv = ["latentgram", "stopped"]
+        main()
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 130 and result.stderr.strip() == "latentgram: interrupted"
