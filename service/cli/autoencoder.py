@@ -22,6 +22,7 @@ from service.cli.app import (
     SourceOpt,
     app,
     emit,
+    output_file,
     parse_int_list,
 )
 from service.data.images import make_grid, save_png
@@ -45,6 +46,8 @@ def data(
     ] = None,
 ) -> None:
     """Load a data source, check it, and print its counts, shape and classes."""
+    if preview is not None:
+        output_file(preview, "--preview")
     images = DataSpec(source, limit, parse_int_list(classes, "--classes")).load()
     figures = describe(images)
     figures["class_names"] = list(images.class_names)

@@ -242,6 +242,7 @@ def test_refused_commands_say_why_and_change_nothing(
         (("report", "--modes", "exact,backoff"), "modes must be among exact, hybrid, neural"),
         (("report", "--run", "/no/such/run", "--gamma", "4"), "odd window size"),
         (("sample", "--seed", "-1"), "Invalid value for '--seed'"),
+        (("data", "--preview", "/"), "--preview / is a folder"),
         (
             ("sample", "--run", "/no/such/run"),
             "run directory /no/such/run does not exist",
