@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import InvalidInputError
@@ -29,8 +29,15 @@ def settings_from_env(cls: type[S], prefix: str, what: str, overrides: dict[str,
     try:
         return cls(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{source(str(e['loc'][0]))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{source(str(e['loc'][0]))}: {_message(e)}" for e in exc.errors())
         raise InvalidInputError(f"bad {what} settings: {problems}") from None
+
+
+def _message(error: Any) -> str:
+    """A validation error's message, without pydantic's "Value error, " before our own."""
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    return str(error["msg"])
 
 
 class BuildSettings(BaseSettings):
@@ -49,6 +56,17 @@ class BuildSettings(BaseSettings):
     spark_master: str = Field(
         "local[*]", description="Spark master: local[*], local[N], spark://HOST:PORT, yarn, k8s://…"
     )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        """Checked here, so that a bad one names its option or variable."""
+        from service.ngram.build import parse_memory_limit  # numpy and duckdb: only when set
+
+        try:
+            return None if value is None else parse_memory_limit(value)
+        except InvalidInputError as why:
+            raise ValueError(str(why)) from None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> BuildSettings:

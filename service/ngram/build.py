@@ -136,6 +136,8 @@ def parse_memory_limit(text: str) -> str:
         )
     if float(match.group(1)) == 0:
         raise InvalidInputError(f"memory limit must be more than 0, got {text!r}")
+    if match.group(2) == "%" and float(match.group(1)) > 100:
+        raise InvalidInputError(f"memory limit must be at most 100% of the memory, got {text!r}")
     return text.strip()
 
 

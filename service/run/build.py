@@ -20,7 +20,6 @@ from service.ngram.build import (
     images_per_chunk,
     index_memory_limit,
     limit_memory,
-    parse_memory_limit,
 )
 from service.ngram.index_files import write_run_indexes
 from service.ngram.store import TableInfo, list_tables, open_store
@@ -57,7 +56,7 @@ def build_run_tables(
     touched, so a bad setting leaves the tables served as they were.
     """
     settings = settings or BuildSettings.from_env()
-    gammas = _checked_build(paths, gammas, settings)
+    gammas = _checked_build(paths, gammas)
     scratch = paths.root / BUILD_SCRATCH
     try:
         with contextlib.ExitStack() as stack:
@@ -89,15 +88,11 @@ def build_run_tables(
     return built
 
 
-def _checked_build(
-    paths: RunPaths, gammas: Sequence[int] | None, settings: BuildSettings
-) -> Sequence[int]:
-    """The γ to build (the grid's defaults without `gammas`), once the γ, the memory limit, the
-    latents and the BL-AE that encoded them are checked."""
+def _checked_build(paths: RunPaths, gammas: Sequence[int] | None) -> Sequence[int]:
+    """The γ to build (the grid's defaults without `gammas`), once the γ, the latents and the
+    BL-AE that encoded them are checked (BuildSettings checks its own fields)."""
     for gamma in gammas or ():
         check_gamma(gamma)
-    if settings.memory_limit is not None:
-        parse_memory_limit(settings.memory_limit)
     latents = paths.require(paths.latents, "encode")
     header = read_latents_header(latents)
     _, height, width = header.shape

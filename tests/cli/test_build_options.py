@@ -68,10 +68,11 @@ def _closed_port() -> int:
 @pytest.mark.parametrize(
     "args,env,message",
     [
-        (("--memory-limit", "lots"), {}, "memory limit must be a size such as 4GB"),
+        (("--memory-limit", "lots"), {}, "--memory-limit: memory limit must be a size such as 4GB"),
         (("--memory-limit", "0"), {}, "memory limit must be a size such as 4GB"),
         (("--memory-limit", "0MB"), {}, "memory limit must be more than 0"),
-        ((), {"LATENTGRAM_BUILD_MEMORY_LIMIT": "4 gigs"}, "memory limit must be a size"),
+        (("--memory-limit", "200%"), {}, "at most 100%"),
+        ((), {"LATENTGRAM_BUILD_MEMORY_LIMIT": "4 gigs"}, "LATENTGRAM_BUILD_MEMORY_LIMIT: memory"),
         (("--engine", "hadoop"), {}, "--engine: Input should be 'duckdb'"),
         ((), {"LATENTGRAM_BUILD_ENGINE": "hadoop"}, "LATENTGRAM_BUILD_ENGINE: Input should be"),
         (("--engine", "spark", "--spark-master", "spark://127.0.0.1:PORT"), {}, "does not answer"),
