@@ -6,14 +6,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
+import duckdb
 import typer
 
 from service.cli.app import GammasOpt, RunOpt, app, emit, parse_int_list
 from service.errors import InvalidInputError
 from service.ngram.index import NgramIndex
 from service.ngram.migrations import MigrationStatus, check_not_newer
+from service.ngram.migrations import migrate as apply_migrations
 from service.ngram.migrations import status as migration_status
-from service.ngram.store import TableInfo, list_tables, open_store, upgrade_store
+from service.ngram.store import TableInfo, list_tables, open_store
 from service.run.build import build_run_tables
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
 from service.settings import BuildSettings
@@ -27,15 +29,22 @@ def migrate(
     ] = False,
 ) -> None:
     """Bring the run's DuckDB store up to the latest schema (migrating twice is a no-op)."""
-    paths = RunPaths(run).existing()
-    store = paths.require(paths.store, "build")
-    state = _schema_state(store)
+    paths = RunPaths(run).existing()  # a mistyped run is not made
+    store = paths.store
     if show_status:
-        emit(f"store: {store}", asdict(state))
+        emit(f"store: {store}", asdict(_schema_state(paths.require(store, "build"))))
         return
-    check_not_newer(state.current, state.latest)
-    applied = upgrade_store(store) if state.pending else []  # opened for writing only then
+    applied: list[str] = []
+    if not store.exists() or _pending(store):  # opened for writing only then: it may be read-only
+        with duckdb.connect(str(store)) as con:  # a new store gets every migration
+            applied = apply_migrations(con)
     emit(f"store: {store}", {**asdict(_schema_state(store)), "applied_now": applied})
+
+
+def _pending(store: Path) -> bool:
+    state = _schema_state(store)
+    check_not_newer(state.current, state.latest)
+    return bool(state.pending)
 
 
 def _schema_state(store: Path) -> MigrationStatus:
