@@ -127,7 +127,8 @@ def sample(
     if out.suffix.lower() != ".png":
         raise InvalidInputError(f"--out must be a .png file (the latents go beside it), got {out}")
     config = SampleConfig(n=n, seed=seed, temperature=temperature, budget=budget)
-    chosen, paths = parse_mode(mode), RunPaths(run).existing()
+    chosen = parse_mode(mode)
+    paths = RunPaths(run).existing()
     check_gamma(gamma)
     output_file(out)  # these first: torch takes seconds to load
     from service.run.steps import sample_run, samples_as_latents

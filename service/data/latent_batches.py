@@ -17,7 +17,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from service.data.parquet import LATENT_KEYS, binary_rows, file_metadata, require_columns
+from service.data.parquet import (
+    LATENT_KEYS,
+    binary_rows,
+    damaged,
+    file_metadata,
+    require_columns,
+)
 from service.errors import RunError, first_line
 from service.latents.bits import packed_size, unpack_bits
 from service.ngram.tokens import TokenGrids, bits_to_tokens
@@ -48,10 +54,8 @@ def read_latents_header(path: Path) -> LatentsHeader:
     c, h, w = info["latent_shape"]
     bits, width = schema.field("bits").type, packed_size((c, h, w))
     if pa.types.is_fixed_size_binary(bits) and bits.byte_width != width:
-        raise RunError(
-            f"{path} is damaged: its bits are {bits.byte_width} bytes each, its latent_shape "
-            f"{[c, h, w]} needs {width}: run `latentgram encode` again"
-        )
+        needs = f"its latent_shape {[c, h, w]} needs {width}"
+        raise damaged(path, f"its bits are {bits.byte_width} bytes each, {needs}")
     return LatentsHeader((c, h, w), info["model_sha256"], meta.num_rows)
 
 
@@ -75,7 +79,7 @@ def iter_train_grids(path: Path, images_per_batch: int) -> Iterator[TokenGrids]:
             try:
                 grids = train_grids(batch, header.shape, header.model_sha256)
             except RunError as why:
-                raise RunError(f"{path} is damaged: {why}: run `latentgram encode` again") from None
+                raise damaged(path, str(why)) from None
             yield grids
 
 
@@ -85,9 +89,7 @@ def _next_batch(path: Path, batches: Iterator[pa.RecordBatch]) -> pa.RecordBatch
     try:
         return next(batches, None)
     except (OSError, pa.ArrowException) as exc:
-        raise RunError(
-            f"{path} is damaged ({first_line(exc)}): run `latentgram encode` again"
-        ) from None
+        raise damaged(path, first_line(exc)) from None
 
 
 def count_train_images(path: Path) -> int:

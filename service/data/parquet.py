@@ -88,10 +88,15 @@ def _read(
     return table, meta
 
 
+def damaged(path: Path, why: str) -> RunError:
+    """The error of a latentgram file whose contents are not what latentgram writes."""
+    return RunError(f"{path} is damaged: {why}: run `latentgram encode` again")
+
+
 def require_columns(path: Path, schema: pa.Schema, columns: tuple[str, ...]) -> None:
     """RunError naming the columns a latentgram file lacks."""
     if missing := [name for name in columns if schema.get_field_index(name) < 0]:
-        raise RunError(f"{path} is damaged: it has no column {', '.join(missing)}")
+        raise damaged(path, f"it has no column {', '.join(missing)}")
 
 
 def file_metadata(path: Path, schema: pa.Schema, needs: tuple[str, ...]) -> dict[str, Any]:
@@ -112,7 +117,7 @@ def file_metadata(path: Path, schema: pa.Schema, needs: tuple[str, ...]) -> dict
     for key in ("latent_shape", "image_shape"):
         shape = meta.get(key, [1, 1, 1])
         if not (isinstance(shape, list) and len(shape) == 3 and all(_positive(v) for v in shape)):
-            raise RunError(f"{path} is damaged: its {key} must be 3 positive integers, not {shape}")
+            raise damaged(path, f"its {key} must be 3 positive integers, not {shape}")
     return meta
 
 
@@ -197,4 +202,4 @@ def _column_rows(path: Path, table: pa.Table, name: str, width: int) -> np.ndarr
     try:
         return binary_rows(table.column(name), width, f"the values of {name}")
     except RunError as why:
-        raise RunError(f"{path} is damaged: {why}: run `latentgram encode` again") from None
+        raise damaged(path, str(why)) from None

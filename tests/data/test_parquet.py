@@ -97,7 +97,7 @@ def test_latents_with_damaged_pages_are_a_clear_error(tmp_path, latents: LatentS
     data[start + 8 : start + 40] = bytes(32)
     path.write_bytes(bytes(data))
     assert read_latents_header(path).shape == (12, 4, 4)
-    with pytest.raises(RunError, match=r"latents.parquet is damaged \(.*\): run `latentgram"):
+    with pytest.raises(RunError, match=r"latents.parquet is damaged: .+: run `latentgram encode"):
         list(iter_train_grids(path, images_per_batch=16))
 
 
