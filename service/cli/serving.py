@@ -48,10 +48,6 @@ def report(
 ) -> None:
     """Memorization report: how often samples copy training images, per γ and mode, beside a
     held-out baseline; JSON, plots and sample sheets in the run's reports/ folder."""
-    from service.evaluation.features import checked_inception
-    from service.evaluation.report import build_report
-    from service.run.loaded import LoadedRun
-
     config = ReportConfig(
         samples=samples,
         gammas=parse_int_list(gamma, "--gamma"),
@@ -60,7 +56,11 @@ def report(
         budget=budget,
         inception=inception,
     )
-    paths = RunPaths(run)
+    paths = RunPaths(run).existing()  # these first: torch takes seconds to load
+    from service.evaluation.features import checked_inception
+    from service.evaluation.report import build_report
+    from service.run.loaded import LoadedRun
+
     network = checked_inception(inception) if inception is not None else None  # before the run
     result = build_report(LoadedRun.load(paths.root), config, inception=network)
     emit(

@@ -251,8 +251,8 @@ def test_refused_commands_say_why_and_change_nothing(
         (("train-ae", "--seed", str(2**63)), "Invalid value for '--seed'"),  # was a traceback
         (("train-arvm", "--seed", "-1"), "Invalid value for '--seed'"),
         (("report", "--modes", "dream"), "modes must be among exact, hybrid, neural, got dream"),
-        (  # refused before the run is even looked at, not after the report's long work
-            ("report", "--run", "/no/such/run", "--inception", "/no/such/inception.pt"),
+        (  # a folder that holds no run: the file is refused before the run is loaded
+            ("report", "--run", "/", "--inception", "/no/such/inception.pt"),
             "no Inception weights file at /no/such/inception.pt",
         ),
     ],
