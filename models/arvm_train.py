@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from models.arvm import GammaARVM
-from models.config import ModelConfig
+from models.config import ARVM_USES, ModelConfig
 from models.device import PRECISIONS, autocast_for, enable_tf32
 
-ARVM_USES = ("fallback", "memorizer")
 EVAL_CONTEXTS = {"cpu": 2048, "cuda": 32768}  # contexts per forward pass measuring the KL
 
 

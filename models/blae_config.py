@@ -4,12 +4,24 @@ the command line lists the presets and their defaults without loading it)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from models.config import NOISE_KINDS, PRECISIONS, ModelConfig
 
 SIGMAS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)  # the σ ablation's noise scales: the paper's figure 4
+
+
+def sigma_grid(sigmas: Sequence[float], noises: Sequence[str]) -> list[tuple[str, float]]:
+    """The σ ablation's (noise, σ) points, each noise kind's σ ascending; ValueError saying what
+    is allowed."""
+    if not sigmas or not all(0 <= s < math.inf for s in sigmas):
+        raise ValueError(f"sigmas must be finite and ≥ 0, got {list(sigmas)}")
+    unknown = [n for n in noises if n not in NOISE_KINDS]
+    if unknown or not noises:
+        raise ValueError(f"noises must be among {', '.join(NOISE_KINDS)}, got {unknown}")
+    return [(noise, float(sigma)) for noise in noises for sigma in sorted(sigmas)]
 
 
 @dataclass(frozen=True)

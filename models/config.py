@@ -9,6 +9,7 @@ C = TypeVar("C", bound="ModelConfig")
 
 NOISE_KINDS = ("triangular", "gaussian")  # the BL-AE's training noise (models/noise.py)
 PRECISIONS = ("auto", "fp32", "bf16")  # how a model trains (models/device.py)
+ARVM_USES = ("fallback", "memorizer")  # the γ-ARVM's stopping rules (models/arvm_train.py)
 
 
 class ModelConfig:

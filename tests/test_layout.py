@@ -97,3 +97,36 @@ def test_the_command_line_and_the_build_start_without_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+REFUSALS = [  # (arguments, what the one-line error says): each refused before torch loads
+    (("train-ae", "--preset", "huge"), "unknown BL-AE preset"),
+    (("train-ae", "--latent-channels", "17"), "latent_channels must be 1..16"),
+    (("train-ae", "--lr", "nan"), "must be a finite number > 0, got nan"),
+    (("train-ae", "--device", "tpu"), "must be auto, cpu, cuda or cuda:N"),
+    (("train-ae", "--precision", "fp8"), "precision must be one of"),
+    (("encode", "--run", "/no/such/run"), "run directory /no/such/run does not exist"),
+    (("encode", "--run", "/"), "blae.safetensors is missing"),
+    (("train-arvm", "--use", "dream"), "--use must be one of fallback, memorizer"),
+    (("train-arvm", "--gamma", "4", "--run", "/"), "odd window size"),
+    (("train-arvm", "--target-kl", "0"), "must be a finite number > 0, got 0.0"),
+    (("ablate-sigma", "--noises", "pink"), "noises must be among triangular, gaussian"),
+    (("ablate-sigma", "--run", "/"), "blae.safetensors is missing"),
+    (("sample", "--gamma", "4", "--run", "/"), "odd window size"),
+    (("decode", "--run", "/no/such/run", "--out", "d.png"), "does not exist"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), REFUSALS)
+def test_bad_input_is_refused_before_torch_loads(args: tuple[str, ...], message: str) -> None:
+    """A refusal should come at once, not after the seconds torch takes to import."""
+    code = (
+        "import sys\n"
+        "from service.cli import main\n"
+        f"sys.argv = ['latentgram', *{list(args)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n"
+        "    print(exc.code, sorted(m for m in ('torch',) if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert message in done.stderr, done.stderr
+    assert done.stdout.strip() == "2 []", done.stdout

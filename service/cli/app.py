@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -26,6 +28,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: rich's boxes printed "<bool>" beside every flag
+    context_settings={"max_content_width": 100},  # click's 80 cut the commands' summaries short
 )
 
 RunOpt = Annotated[Path, typer.Option("--run", help="Run directory, as `prepare` made it.")]
@@ -59,7 +63,28 @@ PresetOpt = Annotated[
     ),
 ]
 EpochsOpt = Annotated[int, typer.Option(help="Training epochs (total, also when resuming).", min=1)]
-DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+
+
+def device_name(value: str) -> str:
+    """Option callback: the device's spelling, checked before torch loads (seconds) to find out
+    whether CUDA is there."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise typer.BadParameter(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def positive_number(value: float | None) -> float | None:
+    """Option callback: a finite number > 0 (typer's `min=` lets 0 through and calls NaN
+    "not ≥ 0")."""
+    if value is not None and not 0 < value < math.inf:
+        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
+
+
+DeviceOpt = Annotated[
+    str,
+    typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.", callback=device_name),
+]
 GammasOpt = Annotated[
     str | None,
     typer.Option(

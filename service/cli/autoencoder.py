@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from models import BLAETrainConfig
-from models.blae_config import SIGMAS
+from models import BLAETrainConfig, blae_preset
+from models.blae_config import SIGMAS, sigma_grid
 from models.config import NOISE_KINDS
 from service.cli.app import (
     ClassesOpt,
@@ -24,6 +24,7 @@ from service.cli.app import (
     emit,
     output_file,
     parse_int_list,
+    positive_number,
 )
 from service.data.images import make_grid, save_png
 from service.data.parquet import read_latents
@@ -88,7 +89,10 @@ def train_ae(
     ] = BLAETrainConfig.batch_size,
     lr: Annotated[
         float | None,
-        typer.Option(help="Adam peak learning rate (default: the preset's; most 2e-3).", min=0),
+        typer.Option(
+            help="Adam peak learning rate (default: the preset's; most 2e-3).",
+            callback=positive_number,
+        ),
     ] = None,
     seed: Annotated[
         int, typer.Option(help="Seed for init, shuffles and noise.", min=0, max=MAX_SEED)
@@ -102,8 +106,6 @@ def train_ae(
     ] = False,
 ) -> None:
     """Train the Binary Latent Autoencoder; metrics, curve and checkpoints go to the run."""
-    from service.training.autoencoder import train_run_autoencoder
-
     overrides = {
         k: v
         for k, v in dict(
@@ -115,18 +117,32 @@ def train_ae(
         ).items()
         if v is not None
     }
+    check_blae_config(preset, overrides)  # these first: torch takes seconds to load
+    train_config = blae_train_config(
+        preset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
+    )
+    data_spec = DataSpec(source, limit, parse_int_list(classes, "--classes"))
+    from service.training.autoencoder import train_run_autoencoder
+
     summary = train_run_autoencoder(
         RunPaths(run),
-        DataSpec(source, limit, parse_int_list(classes, "--classes")),
+        data_spec,
         preset=preset,
         overrides=overrides,
-        train_config=blae_train_config(
-            preset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
-        ),
+        train_config=train_config,
         resume=resume,
         device=device,
     )
     emit(f"BL-AE trained: {run}", training_figures(summary))
+
+
+def check_blae_config(preset: str, overrides: dict[str, Any]) -> None:
+    """InvalidInputError for an unknown preset or options it cannot take (the image shape is
+    checked again once the data is loaded)."""
+    try:
+        blae_preset(preset, **overrides)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from exc
 
 
 def blae_train_config(preset: str, **fields: Any) -> BLAETrainConfig:
@@ -160,21 +176,24 @@ def ablate_sigma(
 ) -> None:
     """Theorem 3.3's σ ablation: freeze the run's encoder, train a fresh decoder for each noise
     kind and σ, and plot reconstruction PSNR against σ (reports/sigma-ablation.png)."""
-    from models.blae_ablation import AblationConfig
-    from service.evaluation.ablation import sigma_ablation
-
     try:
         scales = [float(part) for part in sigmas.split(",")]
     except ValueError:
         raise InvalidInputError(
             f"--sigmas must be comma-separated numbers, got {sigmas!r}"
         ) from None
+    kinds = [n.strip() for n in noises.split(",")]
+    try:  # these first: torch takes seconds to load
+        sigma_grid(scales, kinds)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
+    paths = RunPaths(run).existing()
+    paths.require(paths.blae_weights, "train-ae")
+    from models.blae_ablation import AblationConfig
+    from service.evaluation.ablation import sigma_ablation
+
     result = sigma_ablation(
-        RunPaths(run),
-        sigmas=scales,
-        noises=[n.strip() for n in noises.split(",")],
-        images=images,
-        config=AblationConfig(epochs=epochs),
+        paths, sigmas=scales, noises=kinds, images=images, config=AblationConfig(epochs=epochs)
     )
     emit("σ ablation", result)
 
@@ -186,10 +205,12 @@ def encode(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 1024,
 ) -> None:
     """Encode the run's images with its BL-AE into images.parquet and latents.parquet."""
+    paths = RunPaths(run).existing()
+    paths.require(paths.blae_weights, "train-ae")  # before torch, which takes seconds to load
     from service.run.steps import encode_run
 
-    summary = encode_run(RunPaths(run), device=device, batch_size=batch_size)
-    emit(f"encoded: {RunPaths(run).latents}", asdict(summary))
+    summary = encode_run(paths, device=device, batch_size=batch_size)
+    emit(f"encoded: {paths.latents}", asdict(summary))
 
 
 @app.command()

@@ -9,6 +9,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from models.config import ARVM_USES
 from service.cli.app import (
     DeviceOpt,
     RunOpt,
@@ -17,6 +18,7 @@ from service.cli.app import (
     emit,
     output_file,
     parse_int_list,
+    positive_number,
 )
 from service.data.images import make_grid, save_png
 from service.data.parquet import write_latents
@@ -46,13 +48,19 @@ def train_arvm_command(
         typer.Option(help="Budget in passes over the table (default: the use's).", min=1),
     ] = None,
     max_seconds: Annotated[
-        float | None, typer.Option(help="Budget in seconds of training, per γ.", min=0.001)
+        float | None,
+        typer.Option(help="Budget in seconds of training, per γ.", callback=positive_number),
     ] = None,
     target_kl: Annotated[
-        float | None, typer.Option(help="The memorizer's train KL bound, in nats (1e-3).", min=0)
+        float | None,
+        typer.Option(
+            help="The memorizer's train KL bound, in nats (1e-3).", callback=positive_number
+        ),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Table rows per step.", min=1)] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak AdamW learning rate.", min=0)] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak AdamW learning rate.", callback=positive_number)
+    ] = None,
     hidden: Annotated[int | None, typer.Option(help="Width of the residual stream.", min=1)] = None,
     blocks: Annotated[int | None, typer.Option(help="Residual MLP blocks.", min=0)] = None,
     seed: Annotated[
@@ -63,6 +71,11 @@ def train_arvm_command(
 ) -> None:
     """Train the γ-ARVM (count-weighted KL to the table's histograms) for each γ; checkpoint,
     metrics per epoch and contexts/s go to the run."""
+    if use not in ARVM_USES:  # these first: torch takes seconds to load
+        raise InvalidInputError(f"--use must be one of {', '.join(ARVM_USES)}, got {use!r}")
+    given = [check_gamma(g) for g in parse_int_list(gamma, "--gamma") or ()]
+    paths = RunPaths(run).existing()
+    gammas = given or built_gammas(paths, positional)
     from service.training.arvm import recipe, train_run_arvm
 
     chosen = recipe(
@@ -77,8 +90,7 @@ def train_arvm_command(
         seed=seed,
     )
     results = {}
-    paths = RunPaths(run)
-    for g in parse_int_list(gamma, "--gamma") or built_gammas(paths, positional):
+    for g in gammas:
         summary = train_run_arvm(paths, g, use=chosen, positional=positional, device=device)
         results[f"g{g}"] = asdict(summary)
     emit("γ-ARVMs trained", results)

@@ -7,7 +7,6 @@ latentgram ablate-sigma --run runs/r1      # what this module does, from the com
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from models.blae_ablation import AblationConfig, ablation_point, retrain_decoder
-from models.blae_config import SIGMAS
+from models.blae_config import SIGMAS, sigma_grid
 from models.config import NOISE_KINDS
 from service.data.parquet import read_images
 from service.data.sources import first_per_class_round
@@ -44,15 +43,13 @@ def sigma_ablation(
     many test images (a fifth as many, at least 100), write the JSON and the plot; the result,
     with whether PSNR falls as σ rises for each noise kind."""
     config = config or AblationConfig()
-    if not sigmas or not all(0 <= s < math.inf for s in sigmas):
-        raise InvalidInputError(f"sigmas must be finite and ≥ 0, got {list(sigmas)}")
-    unknown = [n for n in noises if n not in NOISE_KINDS]
-    if unknown or not noises:
-        raise InvalidInputError(f"noises must be among {', '.join(NOISE_KINDS)}, got {unknown}")
+    try:
+        grid = sigma_grid(sigmas, noises)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
     model = load_blae(paths).model
     train, test = _subsets(paths, images)
     points = []
-    grid = [(noise, float(sigma)) for noise in noises for sigma in sorted(sigmas)]
     for noise, sigma in tqdm(grid, desc="σ ablation", unit="decoder", disable=not progress):
         decoder = retrain_decoder(model, train, noise, sigma, config)
         points.append(asdict(ablation_point(decoder, test, noise, sigma, seed=config.seed)))
