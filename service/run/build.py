@@ -78,12 +78,13 @@ def build_run_tables(
             limit_memory(con, index_memory_limit(settings.memory_limit), None)
             bar = partial(tqdm, desc="write index files", unit="table", disable=not progress)
             write_run_indexes(con, paths.store, bar)
+            served = list_tables(con)  # all of them: a build of some γ keeps the others
     except duckdb.Error as exc:  # out of memory or disk past the limit: the old tables stay
         raise RunError(f"the build failed in DuckDB: {first_line(exc)}") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     figures = {t.name: {"contexts": t.contexts, "rows": t.rows, "seconds": t.build_seconds}
-               for t in built}  # fmt: skip
+               for t in served}  # fmt: skip
     update_run_json(paths, "tables", figures)
     return built
 

@@ -4,6 +4,7 @@ are one line and exit 2 and leave the served table as it was."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -120,3 +121,21 @@ def test_a_damaged_run_json_is_refused_before_the_store_is_touched(
     done = cli("build", "--run", str(copy.root), "--gamma", "3")
     assert done.returncode == 2 and "is not valid JSON" in done.stderr, done.stderr
     assert served(copy) == before
+
+
+def test_run_json_lists_every_table_served_after_a_build_of_some(
+    run: RunPaths, tmp_path: Path
+) -> None:
+    """A build of one γ keeps the other tables, so run.json keeps describing them too."""
+    copy = RunPaths(tmp_path / "run")
+    shutil.copytree(run.root, copy.root)
+    for gamma in ("5", "3"):
+        done = cli("build", "--run", str(copy.root), "--gamma", gamma)
+        assert done.returncode == 0, done.stderr
+    recorded = json.loads(copy.run_json.read_text())["tables"]
+    with open_store(copy.store, read_only=True) as con:
+        for gamma in (3, 5):
+            info = get_table(con, gamma)
+            assert recorded[info.name] == {
+                "contexts": info.contexts, "rows": info.rows, "seconds": info.build_seconds,
+            }  # fmt: skip
