@@ -47,7 +47,7 @@ setup: system-packages $(STAMP)
 # LATENTGRAM_FASHION_MNIST_DIR or --source idx:PATH at the IDX files instead.
 # tests/test_deploy.py validates the Compose files with `docker compose` or, where that is
 # missing, Debian's docker-compose (1.29), which needs no Docker daemon: docker.io is left out.
-# tests/test_web.py drives Debian's chromium headless through Playwright, so Playwright's own
+# tests/api/test_page.py drives Debian's chromium headless through Playwright, so Playwright's own
 # browser download is never needed; headless needs none of its recommended packages.
 # `latentgram build --engine spark` (and tests/run/test_spark_build.py) runs pyspark, the
 # [spark] extra, on Debian's Java 17 runtime.

@@ -18,6 +18,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "API key missing or wrong"},
     404: {"model": Problem, "description": "not found"},
     409: {"model": Problem, "description": "the run lacks what this needs (a table, a γ-ARVM)"},
+    411: {"model": Problem, "description": "a POST body without Content-Length (chunked)"},
     413: {"model": Problem, "description": "request body too large"},
     415: {"model": Problem, "description": "the body was not sent as JSON"},
     422: {"model": Problem, "description": "a field is out of range or malformed"},

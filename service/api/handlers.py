@@ -103,6 +103,12 @@ def add_limits_and_metrics(app: FastAPI, settings: Settings, metrics: Metrics) -
             )
         elif request.method != "POST" or not request.url.path.startswith("/v1/"):
             response = await call_next(request)
+        elif length is None:  # a chunked body: its size would be known only once it is all read
+            response = problem(
+                411,
+                "send the body with a Content-Length header "
+                f"(at most {settings.max_upload_bytes} bytes), not chunked",
+            )
         elif in_flight >= settings.max_in_flight:
             # Read the (small, size-checked) body first: closing a connection with unread data
             # resets it, and the client would see a broken connection instead of the 503.

@@ -6,6 +6,7 @@ import base64
 import io
 import struct
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -101,6 +102,19 @@ def test_upload_limits(live_server: LiveServer) -> None:
     huge = [("files", ("big.png", b"\0" * (5 << 20)))]
     assert_problem(post(live_server, "/v1/encode", files=huge), 413, "at most 4194304 bytes")
     assert post(live_server, "/v1/encode").status_code == 422
+
+
+def test_a_chunked_body_is_refused_unread(live_server: LiveServer) -> None:
+    """Without a Content-Length the size limit could be checked only after reading it all."""
+
+    def endless() -> Iterator[bytes]:
+        yield b'{"n": 1, "gamma": 3'
+        yield b" " * (1 << 20)
+
+    headers = {"content-type": "application/json"}
+    response = post(live_server, "/v1/sample", content=endless(), headers=headers)
+    assert_problem(response, 411, "Content-Length", "at most 4194304 bytes")
+    assert post(live_server, "/v1/sample", json={"n": 1, "gamma": 3}).status_code == 200
 
 
 def test_decode_json_and_bad_bits(
