@@ -114,6 +114,8 @@ REFUSALS = [  # (arguments, what the one-line error says): each refused before t
     (("ablate-sigma", "--run", "/"), "blae.safetensors is missing"),
     (("sample", "--gamma", "4", "--run", "/"), "odd window size"),
     (("decode", "--run", "/no/such/run", "--out", "d.png"), "does not exist"),
+    (("prepare", "--preset", "huge", "--run", "/no/such/run"), "unknown BL-AE preset"),
+    (("evaluate", "--run", "/"), "latents.parquet is missing"),
 ]
 
 

@@ -20,7 +20,7 @@ from service.cli.app import (
     emit,
     parse_int_list,
 )
-from service.cli.autoencoder import blae_train_config, training_figures
+from service.cli.autoencoder import blae_train_config, check_blae_config, training_figures
 from service.cli.tables import table_figures
 from service.data.images import make_grid, save_png
 from service.data.sources import DataSpec
@@ -50,6 +50,9 @@ def prepare(
 ) -> None:
     """Run the whole pipeline with defaults: data → BL-AE → encode → n-gram tables → γ-ARVMs →
     samples."""
+    check_blae_config(preset, {})  # these first: torch takes seconds to load
+    train_config = blae_train_config(preset, epochs=epochs)
+    data_spec = DataSpec(source, limit, parse_int_list(classes, "--classes"))
     from service.run.steps import encode_run, sample_run
     from service.training.arvm import recipe, train_run_arvm
     from service.training.autoencoder import train_run_autoencoder
@@ -57,9 +60,9 @@ def prepare(
     paths = RunPaths(run)
     training = train_run_autoencoder(
         paths,
-        DataSpec(source, limit, parse_int_list(classes, "--classes")),
+        data_spec,
         preset=preset,
-        train_config=blae_train_config(preset, epochs=epochs),
+        train_config=train_config,
         resume=resume,
         device=device,
     )

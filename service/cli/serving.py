@@ -133,9 +133,10 @@ def evaluate(
 ) -> None:
     """Held-out likelihood: bits per token on test and training windows for each γ, for the
     unigram, the smoothed n-gram, the γ-ARVM and the two interpolated; with the gap."""
+    paths = RunPaths(run).existing()
+    paths.require(paths.latents, "encode")  # before torch, which takes seconds to load
     from service.evaluation.likelihood import LIKELIHOOD_JSON, LIKELIHOOD_PLOT, evaluate_run
 
-    paths = RunPaths(run)
     figures = evaluate_run(paths, images=images)
     emit(
         f"likelihood: {paths.reports / LIKELIHOOD_JSON} (plot: {paths.reports / LIKELIHOOD_PLOT})",
