@@ -65,6 +65,10 @@ class Hit(BaseModel):
     )
     hamming: int = Field(description="Bits that differ between the two latents.")
     memorized: bool = Field(description="psnr > 30 dB, the paper's rule.")
+    memorized_reconstruction: bool = Field(
+        description="psnr_reconstruction > 30 dB: the paper's rule against the reconstruction, "
+        "which a decoded copy of a training latent passes whatever the BL-AE's own PSNR."
+    )
     exact_copy: bool = Field(description="The latents are equal.")
 
 

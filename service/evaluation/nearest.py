@@ -46,6 +46,7 @@ class Hit:
     psnr_reconstruction: float  # dB, query vs the BL-AE reconstruction of the training image
     hamming: int  # bits that differ between the query's latent and the training latent
     memorized: bool  # psnr > MEMORIZED_PSNR_DB
+    memorized_reconstruction: bool  # psnr_reconstruction > MEMORIZED_PSNR_DB
     exact_copy: bool  # hamming == 0
 
     def to_dict(self) -> dict[str, object]:
@@ -70,6 +71,12 @@ class NearestResult:
         return self.psnr > MEMORIZED_PSNR_DB
 
     @property
+    def memorized_reconstruction(self) -> np.ndarray:
+        """(Q, k) bool: the paper's rule against the reconstruction, which a decoded copy passes
+        whatever the BL-AE's own PSNR."""
+        return self.psnr_reconstruction > MEMORIZED_PSNR_DB
+
+    @property
     def exact_copy(self) -> np.ndarray:
         """(Q, k) bool: the latents are equal."""
         return self.hamming == 0
@@ -89,6 +96,7 @@ class NearestResult:
                 psnr_reconstruction=float(self.psnr_reconstruction[query, j]),
                 hamming=int(self.hamming[query, j]),
                 memorized=bool(self.memorized[query, j]),
+                memorized_reconstruction=bool(self.memorized_reconstruction[query, j]),
                 exact_copy=bool(self.exact_copy[query, j]),
             )
             for j, label in enumerate(self.labels[query].tolist())

@@ -11,7 +11,9 @@ Three closeness figures per query image:
   a training latent scores the 100 dB cap, so the 30 dB rule measures copying again.
 - hamming: bits to the nearest training latent; 0 is an exact copy.
 The test baseline queries the raw test images for psnr and their decoded latents for the other
-two, so each figure compares like with like.
+two, so each figure compares like with like. Novelty, likewise, compares decoded images with
+decoded images: a sample is novel when it is farther from every training reconstruction than the
+median decoded test image is (by raw pixels, a blurred exact copy could pass for novel).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from service.evaluation.features import checked_inception, classifier_features, 
 from service.evaluation.frechet import frechet_distance
 from service.evaluation.likelihood import evaluate_likelihood
 from service.evaluation.nearest import MEMORIZED_PSNR_DB, NearestIndex
-from service.evaluation.pixels import PixelIndex, psnr_from_squared_error
+from service.evaluation.pixels import PixelIndex, psnr_from_squared_error, squared_errors
 from service.evaluation.plots import plot_memorization, plot_psnr_histograms
 from service.evaluation.report_config import REPORT_JSON, REPORT_PLOT, ReportConfig
 from service.evaluation.sheets import PairCaption, write_sheet
@@ -55,6 +57,7 @@ class Closeness:
 
     psnr: np.ndarray  # (Q,) dB to the nearest training image
     nearest: np.ndarray  # (Q,) training row of that image
+    copied: np.ndarray  # (Q,) training row of the nearest latent (the one copied when hamming 0)
     psnr_reconstruction: np.ndarray  # (Q,) dB to the nearest training reconstruction
     hamming: np.ndarray  # (Q,) bits to the nearest training latent
 
@@ -92,6 +95,7 @@ class ClosenessMeter:
         return Closeness(
             psnr=psnr_from_squared_error(raw.distances[:, 0], values),
             nearest=raw.positions[:, 0],
+            copied=bits.positions[:, 0],
             psnr_reconstruction=psnr_from_squared_error(recon.distances[:, 0], values),
             hamming=bits.distances[:, 0],
         )
@@ -125,8 +129,8 @@ def summarize(c: Closeness, novelty_psnr: float | None) -> dict[str, Any]:
         "hamming_histogram": np.bincount(c.hamming, minlength=1).tolist(),
     }
     if novelty_psnr is not None and n:
-        # farther from every training image than the typical held-out image is
-        figures["novelty_rate"] = float((c.psnr < novelty_psnr).mean())
+        # farther from every training reconstruction than the typical decoded test image is
+        figures["novelty_rate"] = float((c.psnr_reconstruction < novelty_psnr).mean())
     return figures
 
 
@@ -213,12 +217,13 @@ def _baseline(
     run: LoadedRun, meter: ClosenessMeter, config: ReportConfig, inception: Module | None
 ) -> tuple[dict[str, Any], float, FrechetScorer]:
     """The held-out test images measured like samples: the report's baseline, the novelty
-    threshold (their median PSNR to the training set) and the Fréchet scorer against them."""
+    threshold (their decoded latents' median PSNR to the training reconstructions) and the
+    Fréchet scorer against them."""
     rows, train_rows = baseline_rows(run.images.labels, run.latents.splits, config.samples)
     test_images = run.images.images[rows]
     test_packed = run.latents.packed[rows]
     closeness = meter.measure(test_images, test_packed, decoded=run.decode(test_packed))
-    novelty_psnr = float(np.median(closeness.psnr))
+    novelty_psnr = float(np.median(closeness.psnr_reconstruction))
     classifier = ensure_classifier(run.paths, run.images, progress=False)
     scorer = FrechetScorer(classifier, test_images, inception)
     baseline = {
@@ -244,7 +249,8 @@ def _measure_samples(
     generated = run.sample(gamma=gamma, mode=mode, config=sample_config)
     ok = generated.batch.ok
     images = generated.images[ok]
-    closeness = meter.measure(images, run.pack_tokens(generated.batch.tokens[ok]))
+    packed = run.pack_tokens(generated.batch.tokens[ok])
+    closeness = meter.measure(images, packed)
     sheet = run.paths.reports / "sheets" / f"g{gamma}-{mode}.png"
     return {
         "gamma": gamma,
@@ -255,7 +261,7 @@ def _measure_samples(
         **summarize(closeness, novelty_psnr),
         **scorer.score(images),
         "sheet": str(sheet),
-        "sheet_pairs": [asdict(c) for c in _sample_sheet(images, meter, closeness, sheet)],
+        "sheet_pairs": [asdict(c) for c in _sample_sheet(images, packed, meter, closeness, sheet)],
     }
 
 
@@ -278,27 +284,34 @@ def summary_table(results: dict[str, dict[str, Any]], baseline: dict[str, Any]) 
 
 
 def _sample_sheet(
-    images: np.ndarray, meter: ClosenessMeter, c: Closeness, path: Path
+    images: np.ndarray, packed: np.ndarray, meter: ClosenessMeter, c: Closeness, path: Path
 ) -> list[PairCaption]:
-    """Up to SHEET_PAIRS samples, each beside its nearest training image, captioned."""
+    """Up to SHEET_PAIRS samples, each beside a training image, captioned with the figures of
+    that pair: an exact copy beside the image it copies (its nearest by pixels may be another,
+    its decoding being blurred), any other sample beside its nearest by pixels."""
     count = min(SHEET_PAIRS, len(images))
     index = meter.neighbours
-    rows = c.nearest[:count]
+    rows = np.where(c.exact_copy, c.copied, c.nearest)[:count]
+    flat = images[:count].reshape(count, -1)
+    psnr = psnr_from_squared_error(
+        squared_errors(flat, index.pixels.pixels, rows[:, None]), flat.shape[1]
+    )
+    hamming = index.latents.distances_at(packed[:count], rows[:, None])
     names = index.class_names
     captions = [
         PairCaption(
-            psnr_db=round(float(c.psnr[i]), 2),
-            hamming_bits=int(c.hamming[i]),
+            psnr_db=round(float(psnr[i, 0]), 2),
+            hamming_bits=int(hamming[i, 0]),
             training_id=int(index.ids[row]),
             label=names[index.labels[row]]
             if index.labels[row] < len(names)
             else str(index.labels[row]),
-            exact_copy=bool(c.exact_copy[i]),
+            exact_copy=bool(hamming[i, 0] == 0),
         )
         for i, row in enumerate(rows)
     ]
-    nearest = index.pixels.pixels[rows].reshape(images[:count].shape)
-    write_sheet(images[:count], nearest, captions, path)
+    shown = index.pixels.pixels[rows].reshape(images[:count].shape)
+    write_sheet(images[:count], shown, captions, path)
     return captions
 
 

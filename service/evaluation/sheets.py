@@ -21,11 +21,11 @@ INK, COPY_INK, PAPER = (20, 20, 20), (190, 30, 30), (255, 255, 255)
 class PairCaption:
     """What a pair's caption says; also stored in the report JSON beside the sheet."""
 
-    psnr_db: float  # sample to the pixel-nearest training image (the one shown)
-    hamming_bits: int  # sample to the nearest training latent
-    training_id: int  # the training image shown
+    psnr_db: float  # sample to the training image shown
+    hamming_bits: int  # sample's latent to that image's latent
+    training_id: int  # the training image shown: the one copied, else the nearest by pixels
     label: str  # its class
-    exact_copy: bool  # Hamming distance 0: the sample's latent is a training latent
+    exact_copy: bool  # Hamming distance 0: the sample's latent is that image's latent
 
     def lines(self) -> tuple[str, str]:
         first = f"{self.psnr_db:.1f} dB · {self.hamming_bits} bits"

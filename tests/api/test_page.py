@@ -167,7 +167,7 @@ def test_page_samples_and_shows_nearest_training_images(
     check_sources(page, sample)
 
     hits = httpx.post(
-        f"{live_server.url}/v1/nearest", json={"bits": sample["bits"], "k": 5, "by": "pixels"}
+        f"{live_server.url}/v1/nearest", json={"bits": sample["bits"], "k": 5, "by": "latent"}
     ).json()["hits"]
     for hit, item in zip(hits, page.get_by_test_id("hit").all(), strict=True):
         assert item.get_attribute("data-id") == str(hit["id"])
@@ -175,7 +175,10 @@ def test_page_samples_and_shows_nearest_training_images(
         assert re.fullmatch(r"\d+\.\d dB", psnr) and abs(float(psnr[:-3]) - hit["psnr"]) <= 0.051
         expect(item.get_by_test_id("hamming")).to_have_text(f"{hit['hamming']} bits")
         expect(item.get_by_test_id("label")).to_have_text(hit["label_name"])
-        expect(item.get_by_test_id("memorized")).to_have_count(int(hit["memorized"]))
+        recon = item.get_by_test_id("psnr-reconstruction").inner_text()
+        assert abs(float(recon[:-3]) - hit["psnr_reconstruction"]) <= 0.051
+        memorized = hit["memorized"] or hit["memorized_reconstruction"]
+        expect(item.get_by_test_id("memorized")).to_have_count(int(memorized))
         expect(item.get_by_test_id("exact-copy")).to_have_count(int(hit["exact_copy"]))
         src = item.get_by_test_id("hit-image").get_attribute("src")
         assert src == f"/v1/images/{hit['id']}"

@@ -53,16 +53,22 @@ def test_modes_report_who_answered(live_server: LiveServer) -> None:
 def test_sample_with_nearest_training_images(
     live_server: LiveServer, training: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> None:
-    """Hits ranked by pixels, each with the Hamming distance from the sample's own latent."""
-    body = post(live_server, "/v1/sample", json={"n": 3, "gamma": 5, "nearest": 2}).json()
+    """Hits ranked by the Hamming distance from the sample's own latent: a sample that copies a
+    training latent has that image first."""
+    body = post(live_server, "/v1/sample", json={"n": 8, "gamma": 5, "nearest": 2}).json()
     latents = dict(zip(training[0].tolist(), training[2], strict=True))
     for sample in (s for s in body["samples"] if s["ok"]):
         hits = sample["nearest"]
-        assert len(hits) == 2 and hits[0]["psnr"] >= hits[1]["psnr"]
+        assert len(hits) == 2 and hits[0]["hamming"] <= hits[1]["hamming"]
         bits = np.frombuffer(bytes.fromhex(sample["bits"]), np.uint8)
+        closest = min(int(np.unpackbits(bits ^ other).sum()) for other in latents.values())
+        assert hits[0]["hamming"] == closest
         for hit in hits:
             distance = int(np.unpackbits(bits ^ latents[hit["id"]]).sum())
             assert hit["hamming"] == distance and hit["exact_copy"] == (distance == 0)
+            assert hit["memorized_reconstruction"] == (hit["psnr_reconstruction"] > 30)
+        if hits[0]["exact_copy"]:  # its decoding is the training image's reconstruction
+            assert hits[0]["memorized_reconstruction"]
 
 
 @pytest.mark.parametrize(

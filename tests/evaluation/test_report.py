@@ -67,6 +67,10 @@ def test_rates_equal_brute_force(reported: RunPaths, run: LoadedRun) -> None:
         assert result["memorization_rate"] == pytest.approx((raw > 30).mean())
         assert result["memorization_rate_reconstruction"] == pytest.approx((to_recon > 30).mean())
         assert result["exact_copy_rate"] == pytest.approx((hamming == 0).mean())
+        # novel: farther from the training reconstructions than the median decoded test image
+        threshold = report["novelty_psnr_db"]
+        assert result["novelty_rate"] == pytest.approx((to_recon < threshold).mean())
+        assert not (result["novelty_rate"] > 0 and (hamming == 0).all())
         assert result["psnr"]["p50"] == pytest.approx(np.percentile(raw, 50), abs=1e-3)
         assert sum(result["hamming_histogram"]) == len(images)
 
@@ -76,6 +80,7 @@ def test_global_gamma_exact_samples_are_copies(reported: RunPaths) -> None:
     exact7 = report["results"]["g7-exact"]
     assert exact7["finished"] > 0 and exact7["exact_copy_rate"] == 1.0
     assert exact7["memorization_rate_reconstruction"] == 1.0
+    assert exact7["novelty_rate"] == 0.0  # a copy, however blurred its decoding, is not novel
     # no γ-ARVM for γ = 7 in this run: those sets are reported as skipped, not dropped
     assert "skipped" in report["results"]["g7-neural"]
     assert report["baseline"]["count"] == 24
@@ -135,6 +140,26 @@ def test_sheets_caption_every_pair(reported: RunPaths, run: LoadedRun) -> None:
     assert (caption.min(axis=2) < 100).sum() > 50 and reddish.any()  # text, "exact copy" in red
     hybrid = report["results"]["g5-hybrid"]["sheet_pairs"]
     assert [p["hamming_bits"] > 0 for p in hybrid] == [not p["exact_copy"] for p in hybrid]
+
+
+def test_sheet_captions_describe_the_pair_shown(reported: RunPaths, run: LoadedRun) -> None:
+    """Each caption's bits and dB are those of the sample and the training image beside it,
+    and an exact copy is shown beside the image it copies."""
+    report = json.loads((reported.reports / REPORT_JSON).read_text())
+    train = run.latents.splits == "train"
+    latents = dict(zip(run.latents.ids[train].tolist(), run.latents.packed[train], strict=True))
+    pixels = dict(zip(run.files.image_ids.tolist(), run.images.images, strict=True))
+    for gamma, mode in [(5, "exact"), (3, "exact"), (5, "hybrid")]:
+        generated = run.sample(gamma=gamma, mode=mode, config=SampleConfig(n=24, seed=5))
+        ok = generated.batch.ok
+        packed = run.pack_tokens(generated.batch.tokens[ok])
+        pairs = report["results"][f"g{gamma}-{mode}"]["sheet_pairs"]
+        for pair, bits, image in zip(pairs, packed, generated.images[ok], strict=False):
+            shown = pair["training_id"]
+            assert pair["hamming_bits"] == int(np.unpackbits(bits ^ latents[shown]).sum())
+            assert pair["psnr_db"] == pytest.approx(brute_psnr(image, [pixels[shown]]), abs=0.01)
+            if any(np.array_equal(bits, other) for other in latents.values()):
+                assert pair["exact_copy"] and pair["hamming_bits"] == 0
 
 
 def test_bad_report_options(run: LoadedRun) -> None:

@@ -83,9 +83,12 @@ def _described(run: LoadedRun, body: SampleRequest, result: GeneratedSamples) ->
     finished = np.flatnonzero(batch.ok)
     nearest: dict[int, list[Hit]] = {}
     if body.nearest and len(finished):
+        # ranked by the samples' own latents, which are exact (their decodings are blurred, so
+        # by pixels the image a sample copies may rank below others); encoding the images again
+        # may not give those latents back
         found = run.nearest(
-            images=result.images[finished], k=body.nearest, by="pixels", packed=packed[finished]
-        )  # the samples' own latents: encoding their images again may not give them back
+            images=result.images[finished], k=body.nearest, by="latent", packed=packed[finished]
+        )
         nearest = {int(i): hits_of(h) for i, h in zip(finished, found, strict=True)}
     shares = batch.neural_share
     return [

@@ -460,7 +460,9 @@ async function loadNearest(sample) {
   const k = Math.min(NEAREST_K, state.info ? state.info.images.train : NEAREST_K);
   let result;
   try {
-    result = await postJson("/v1/nearest", { bits: sample.bits, k, by: "pixels" });
+    // by latent: a sample's bits are exact, its decoding blurred, so by pixels the training
+    // image it copies may rank below others
+    result = await postJson("/v1/nearest", { bits: sample.bits, k, by: "latent" });
   } catch (err) {
     if (token !== state.nearestToken) return;
     $("nearest-status").textContent = "Could not find the nearest training images.";
@@ -472,7 +474,8 @@ async function loadNearest(sample) {
   list.replaceChildren(...result.hits.map((hit, rank) => hitItem(hit, rank, classNames, list)));
   const top = result.hits[0];
   $("nearest-status").textContent = top
-    ? `Closest: ${top.psnr.toFixed(1)} dB (memorized above 30 dB).`
+    ? `Closest: ${top.hamming} bits apart, ${top.psnr_reconstruction.toFixed(1)} dB to its ` +
+      "reconstruction (memorized above 30 dB)."
     : "No training images.";
 }
 
@@ -484,7 +487,8 @@ function hitItem(hit, rank, classNames, list) {
   });
   showServerImage(img, `/v1/images/${hit.id}`, list);
   const badges = el("span", { className: "badges" });
-  if (hit.memorized) {
+  if (hit.memorized || hit.memorized_reconstruction) {
+    // the paper's rule, against the image or against its reconstruction (a decoded copy's PSNR)
     badges.append(el("span", { className: "badge memorized", "data-testid": "memorized", text: "memorized" }));
   }
   if (hit.exact_copy) {
@@ -499,6 +503,11 @@ function hitItem(hit, rank, classNames, list) {
       {},
       el("dt", { text: "PSNR" }),
       el("dd", { "data-testid": "psnr", text: `${hit.psnr.toFixed(1)} dB` }),
+      el("dt", { text: "PSNR to its reconstruction" }),
+      el("dd", {
+        "data-testid": "psnr-reconstruction",
+        text: `${hit.psnr_reconstruction.toFixed(1)} dB`,
+      }),
       el("dt", { text: "Hamming" }),
       el("dd", { "data-testid": "hamming", text: `${hit.hamming} bits` }),
       el("dt", { text: "Label" }),
