@@ -229,6 +229,9 @@ def _baseline(
     baseline = {
         **summarize(closeness, novelty_psnr),
         **scorer.score(run.images.images[train_rows]),  # real training vs real test images
+        # decoded training latents: the Fréchet distance of exact copies, the floor of anything
+        # decoded through this BL-AE (its blur, not the samples' choice, sets it)
+        "reconstructions": scorer.score(run.decode(run.latents.packed[train_rows])),
     }
     return baseline, novelty_psnr, scorer
 

@@ -153,8 +153,9 @@ def test_hits_carry_label_names_and_flags(rng: np.random.Generator) -> None:
     assert first.hamming == 0 and hits[1][1].psnr < PSNR_CAP_DB
     assert set(first.to_dict()) == {
         "id", "label", "label_name", "psnr", "psnr_reconstruction", "hamming", "memorized",
-        "exact_copy",
+        "memorized_reconstruction", "exact_copy",
     }  # fmt: skip
+    assert first.memorized_reconstruction == (first.psnr_reconstruction > 30)
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,9 @@ def test_global_gamma_exact_samples_are_copies(reported: RunPaths) -> None:
     assert "skipped" in report["results"]["g7-neural"]
     assert report["baseline"]["count"] == 24
     assert report["baseline"]["classifier_frechet"] is not None
+    # copies decode to the training reconstructions: no closer to the test images than those
+    floor = report["baseline"]["reconstructions"]["classifier_frechet"]
+    assert floor > report["baseline"]["classifier_frechet"]
 
 
 def test_report_holds_the_held_out_likelihood(reported: RunPaths) -> None:
