@@ -1,9 +1,10 @@
 """Exact nearest images by pixel error (DESIGN.md §7): one matrix product per query block.
 
 ‖x − y‖² = ‖x‖² + ‖y‖² − 2x·y is computed on pixels centred to integers in [−128, 127] and held in
-float32: a product is at most 2^14 and any partial sum of D ≤ 1024 of them stays below 2^24, so the
-matrix product is exact in float32 whatever the summation order (and bounded by the usual γ_D
-error beyond that). Adding ‖y‖² rounds, by at most 3·D/1024 units of (1/255)², so near-ties can
+float32, the queries scaled by −2 first (exactly): a product is an even integer of magnitude at
+most 2^15 and any partial sum of D ≤ 1024 of them an even integer below 2^25, which float32 holds
+exactly, so the matrix product is exact whatever the summation order (and bounded by the usual
+γ_D error beyond that). Adding ‖y‖² rounds, by at most 3·D/1024 units of (1/255)², so near-ties can
 swap: the k + SLACK best by that score are ranked again by their exact integer squared error (ties
 by lower id), and a query is accepted only when the error bound proves that no other image can
 come between; the rare query that fails (a crowd of near-ties) is searched again with more
