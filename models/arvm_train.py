@@ -260,6 +260,11 @@ def _train_epoch(
         nll = F.cross_entropy(logits.float(), data.tokens[idx], reduction="none")  # (B,)
         weights = data.counts[idx]
         weighted = (weights * nll).sum()
+        # Each step's count-weighted mean, not eq. 10's sum over one constant: that would weigh a
+        # step by the counts it holds (the first position's all-PAD context is 1/16 of them), and
+        # Adam's step sizes would then follow those rare heavy steps. Measured on the default
+        # run's γ = 3 fallback: test KL 2.70 against 2.51 with this mean, train KL 2.21 against
+        # 2.01. The price: heavily counted contexts weigh less than eq. 10 gives them.
         loss = weighted / weights.sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -20,7 +20,8 @@ from models import (
 )
 from service.checkpoint import config_path, load_checkpoint, save_checkpoint
 from service.errors import InvalidInputError, RunError
-from service.run.models import load_blae
+from service.files import file_sha256
+from service.run.models import load_arvm, load_blae
 from service.run.paths import RunPaths
 from service.training.autoencoder import save_blae
 
@@ -111,3 +112,16 @@ def test_an_older_or_mismatched_checkpoint_says_to_retrain(saved: Path) -> None:
 def test_a_bad_device_is_a_user_error(saved: Path) -> None:
     with pytest.raises(InvalidInputError, match="device must be auto, cpu, cuda"):
         load_checkpoint(saved, GammaARVM, remedy="x", device="tpu")
+
+
+def test_an_arvm_of_another_blae_is_refused(tmp_path: Path) -> None:
+    """A BL-AE retrained since the γ-ARVM: its tokens mean other things now."""
+    paths = RunPaths(str(tmp_path))  # a str root is taken too
+    paths.blae_weights.write_bytes(b"the BL-AE of today")
+    config = ARVMConfig(gamma=3, context_size=4, latent_channels=3, hidden=16)
+    weights = paths.arvm_weights(3, False)
+    save_checkpoint(weights, GammaARVM(config), model_sha256=file_sha256(paths.blae_weights))
+    assert isinstance(load_arvm(paths, 3), GammaARVM)
+    paths.blae_weights.write_bytes(b"the BL-AE retrained")
+    with pytest.raises(RunError, match=r"another BL-AE .* run `latentgram train-arvm --gamma 3"):
+        load_arvm(paths, 3)

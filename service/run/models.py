@@ -8,6 +8,8 @@ import torch
 
 from models import BLAE, GammaARVM
 from service.checkpoint import Checkpoint, load_checkpoint
+from service.errors import RunError
+from service.files import file_sha256
 from service.run.paths import RunPaths
 from service.run.record import read_run_json
 
@@ -29,11 +31,19 @@ def blae_training_data(paths: RunPaths, checkpoint: Checkpoint[BLAE]) -> dict[st
 def load_arvm(
     paths: RunPaths, gamma: int, positional: bool = False, device: str | torch.device = "cpu"
 ) -> GammaARVM:
-    """The run's γ-ARVM for the table (γ, positional)."""
+    """The run's γ-ARVM for the table (γ, positional); RunError when it was trained on the
+    tokens of another BL-AE than the run's (retrained since: its tokens mean other things)."""
     flag = " --positional" if positional else ""
     remedy = paths.remedy(f"train-arvm --gamma {gamma}{flag}")
     weights = paths.arvm_weights(gamma, positional)
-    return load_checkpoint(weights, GammaARVM, remedy=remedy, device=device).model
+    checkpoint = load_checkpoint(weights, GammaARVM, remedy=remedy, device=device)
+    trained_on = checkpoint.meta.get("model_sha256")  # absent from older checkpoints
+    if trained_on is not None and trained_on != file_sha256(paths.blae_weights):
+        raise RunError(
+            f"{weights} was trained on the tokens of another BL-AE than the run's "
+            f"(retrained since): run `{remedy}`"
+        )
+    return checkpoint.model
 
 
 def has_arvm(paths: RunPaths, gamma: int, positional: bool = False) -> bool:

@@ -18,6 +18,7 @@ class RunPaths:
     root: Path
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))  # a str from Python callers too
         if self.root.exists() and not self.root.is_dir():
             raise RunError(f"the run {self.root} is a file, not a directory")
 
