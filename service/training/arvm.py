@@ -166,13 +166,9 @@ def train_run_arvm(
     fit = _fit(paths, model, data, chosen.train, progress)
     test_kl = evaluate_kl(model, data.report) if data.report is not None else None
     weights = paths.arvm_weights(gamma, positional)
-    save_checkpoint(
-        weights,
-        model.cpu(),
-        train=chosen.train.to_dict(),
-        table_id=info.table_id,
-        model_sha256=info.model_sha256,  # the BL-AE whose tokens it predicts (run/models.py)
-    )
+    # model_sha256: the BL-AE whose tokens it predicts, checked as it loads (run/models.py)
+    meta = {"table_id": info.table_id, "model_sha256": info.model_sha256}
+    save_checkpoint(weights, model.cpu(), train=chosen.train.to_dict(), **meta)
     summary = ARVMSummary(
         gamma=gamma,
         use=chosen.train.use,
