@@ -93,6 +93,17 @@ class RunFiles:
         )
 
 
+def _networks(
+    paths: RunPaths, indexes: dict[tuple[int, bool], NgramIndex], blae_sha256: str
+) -> dict[tuple[int, bool], GammaARVM]:
+    """The run's γ-ARVMs of the loaded tables, checked against its BL-AE's known checksum."""
+    return {
+        key: load_arvm(paths, *key, blae_sha256=blae_sha256)
+        for key in indexes
+        if has_arvm(paths, *key)
+    }
+
+
 def load_nearest_index(paths: RunPaths, *, device: str = "cpu") -> NearestIndex:
     """The nearest-image index of a run's training split, from its files."""
     return RunFiles.read(paths, device=device).nearest_index()
@@ -128,7 +139,7 @@ class LoadedRun:
             log.info(
                 "indexes of %d tables ready in %.2f s", len(indexes), time.perf_counter() - started
             )
-        networks = {key: load_arvm(paths, *key) for key in indexes if has_arvm(paths, *key)}
+        networks = _networks(paths, indexes, files.blae.sha256)
         return cls(files, tables, indexes, networks, files.nearest_index())
 
     def with_rebuilt_tables(self) -> LoadedRun | None:
@@ -152,7 +163,7 @@ class LoadedRun:
                 else load_index(con, paths.store, t)
                 for t in tables
             }
-        networks = {key: load_arvm(paths, *key) for key in indexes if has_arvm(paths, *key)}
+        networks = _networks(paths, indexes, self.blae.sha256)
         return LoadedRun(
             self.files, tables, indexes, networks, self.neighbours, self.search_threads
         )

@@ -29,16 +29,22 @@ def blae_training_data(paths: RunPaths, checkpoint: Checkpoint[BLAE]) -> dict[st
 
 
 def load_arvm(
-    paths: RunPaths, gamma: int, positional: bool = False, device: str | torch.device = "cpu"
+    paths: RunPaths,
+    gamma: int,
+    positional: bool = False,
+    device: str | torch.device = "cpu",
+    *,
+    blae_sha256: str | None = None,
 ) -> GammaARVM:
     """The run's γ-ARVM for the table (γ, positional); RunError when it was trained on the
-    tokens of another BL-AE than the run's (retrained since: its tokens mean other things)."""
+    tokens of another BL-AE than the run's (retrained since: its tokens mean other things).
+    `blae_sha256`: the run's BL-AE checksum where the caller has it (else its file is hashed)."""
     flag = " --positional" if positional else ""
     remedy = paths.remedy(f"train-arvm --gamma {gamma}{flag}")
     weights = paths.arvm_weights(gamma, positional)
     checkpoint = load_checkpoint(weights, GammaARVM, remedy=remedy, device=device)
     trained_on = checkpoint.meta.get("model_sha256")  # absent from older checkpoints
-    if trained_on is not None and trained_on != file_sha256(paths.blae_weights):
+    if trained_on is not None and trained_on != (blae_sha256 or file_sha256(paths.blae_weights)):
         raise RunError(
             f"{weights} was trained on the tokens of another BL-AE than the run's "
             f"(retrained since): run `{remedy}`"
