@@ -182,7 +182,9 @@ def polish_decoder(
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=config.polish_lr)
     shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + config.epochs + 2)
-    order = torch.randperm(len(train_images), generator=shuffle)
+    # one shuffle per pass: a polish longer than an epoch passes over the images again
+    passes = -(-steps * config.batch_size // len(train_images))
+    order = torch.cat([torch.randperm(len(train_images), generator=shuffle) for _ in range(passes)])
     for step, idx in enumerate(order[: steps * config.batch_size].split(config.batch_size)):
         set_cosine_lr(optimizer, config.polish_lr, step / steps, floor=0.02)
         x = to_unit(train_images[idx].to(device, non_blocking=True))

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models import BLAE, BLAETrainConfig, blae_preset, evaluate_blae, train_blae
+from models.blae_train import polish_decoder
 from service.data.sources import DataSpec
 from service.run.models import load_blae
 from service.run.paths import RunPaths
@@ -120,3 +121,18 @@ def test_code_gain_anneals_to_the_model_gain(fashion_small: DataSpec) -> None:
             x = images[:64].float() / 255
             assert torch.equal(model.encode(x) > 0, model.encode(x, gain=1.0) > 0)
     assert brates[5.0] > brates[None]
+
+
+def test_a_polish_longer_than_an_epoch_passes_over_the_images_again() -> None:
+    """decoder_polish = 2.5 is two and a half epochs of decoder-only steps, each image seen in
+    every pass (it once stopped after one pass, whatever the share asked for)."""
+    torch.manual_seed(0)
+    model = BLAE(blae_preset("tiny"))
+    images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)
+    config = BLAETrainConfig(epochs=1, batch_size=8, decoder_polish=2.5, precision="fp32")
+    encoder = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    steps: list[int] = []
+    polish_decoder(model, images, config, on_step=lambda step, loss: steps.append(step))
+    assert steps == list(range(config.polish_steps(len(images)))) and len(steps) == 13
+    for name, value in model.encoder.state_dict().items():  # the decoder alone trains
+        assert torch.equal(value, encoder[name]), name
