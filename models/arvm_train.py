@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from models.arvm import GammaARVM
+from models.common import adam
 from models.config import ARVM_USES, ModelConfig
 from models.device import PRECISIONS, autocast_for, enable_tf32
 
@@ -202,9 +203,7 @@ def fit_arvm(
     device = model_device(model)
     enable_tf32(device)
     train = train.to(device)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = adam(model.parameters(), config.lr, config.weight_decay)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     progress, started = _Progress(), time.perf_counter()

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from models.blae import BLAE, binarize
 from models.blae_train import psnr_from_mse
-from models.common import set_cosine_lr, shuffled_batches, to_unit
+from models.common import adam, set_cosine_lr, shuffled_batches, to_unit
 from models.noise import sample_noise
 
 
@@ -54,7 +54,7 @@ def retrain_decoder(
     trained.encoder.requires_grad_(False)
     trained.eval()  # the frozen encoder at its final gain; the noise is added here, not by forward
     device = next(trained.parameters()).device
-    optimizer = torch.optim.Adam(trained.decoder.parameters(), lr=config.lr)
+    optimizer = adam(trained.decoder.parameters(), config.lr)
     shuffle = torch.Generator().manual_seed(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     steps = config.epochs * -(-len(images) // config.batch_size)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from models.blae import BLAE, binarize
 from models.blae_config import BLAETrainConfig
-from models.common import set_cosine_lr, shuffled_batches, to_unit
+from models.common import adam, set_cosine_lr, shuffled_batches, to_unit
 from models.device import autocast_for
 
 
@@ -134,7 +134,7 @@ def train_blae(
     """
     device = next(model.parameters()).device
     if optimizer is None:
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        optimizer = adam(model.parameters(), config.lr)
     steps_per_epoch = config.steps_per_epoch(len(train_images))
     total_steps = config.epochs * steps_per_epoch
     model.train()
@@ -180,7 +180,7 @@ def polish_decoder(
     if steps == 0:
         return
     device = next(model.parameters()).device
-    optimizer = torch.optim.Adam(model.decoder.parameters(), lr=config.polish_lr)
+    optimizer = adam(model.decoder.parameters(), config.polish_lr)
     shuffle = torch.Generator().manual_seed(config.seed * 1_000_003 + config.epochs + 2)
     # one shuffle per pass: a polish longer than an epoch passes over the images again
     passes = -(-steps * config.batch_size // len(train_images))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from models.classifier import Classifier, ClassifierTrainConfig
-from models.common import set_cosine_lr, shuffled_batches, to_unit
+from models.common import adam, set_cosine_lr, shuffled_batches, to_unit
 
 
 def train_classifier(
@@ -25,7 +25,7 @@ def train_classifier(
     """Train on uint8 images (N, C, S, S) and int64 labels (N,) on the model's device; returns
     the model in eval mode."""
     device = next(model.parameters()).device
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = adam(model.parameters(), config.lr)
     steps_per_epoch = -(-len(images) // config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     x, y = images.to(device), labels.to(device)

@@ -25,6 +25,7 @@ from models import (
     evaluate_blae,
     train_blae,
 )
+from models.common import adam
 from service.checkpoint import save_checkpoint
 from service.data.fingerprint import check_same_data, data_record
 from service.data.sources import DataSpec, ImageSet
@@ -229,7 +230,7 @@ class AutoencoderTraining:
                 "config; train into a new --run, or drop --resume to retrain from scratch"
             )
         model, start_epoch = checkpoint.model, int(checkpoint.meta.get("epochs_done", 0))
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.train_config.lr)
+        optimizer = adam(model.parameters(), self.train_config.lr)
         if paths.blae_optimizer.exists():
             optimizer.load_state_dict(torch.load(paths.blae_optimizer, weights_only=True))
         log.info("resuming from epoch %d of %s", start_epoch, paths.blae_weights)
