@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from models.blae import BLAE, binarize
 from models.blae_config import BLAETrainConfig
 from models.common import adam, set_cosine_lr, shuffled_batches, to_unit
-from models.device import autocast_for
+from models.device import autocast_for, keep_freed_memory
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,8 @@ def train_blae(
     `config.epochs`; resuming from that checkpoint then finishes the same run.
     """
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        keep_freed_memory()
     if optimizer is None:
         optimizer = adam(model.parameters(), config.lr)
     steps_per_epoch = config.steps_per_epoch(len(train_images))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 
 from models.config import PRECISIONS
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -23,6 +26,23 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
     return device
+
+
+def keep_freed_memory() -> None:
+    """Have glibc keep freed blocks below 1 GB for reuse instead of returning them to the OS.
+
+    glibc maps every block over 32 MB on its own and unmaps it when freed, so a CPU training step
+    that allocates and frees large gradients and temporaries pays page faults and the kernel's
+    zeroing every time: paper-t1 (85 M parameters) spent 0.45 s of a 0.54 s step in the kernel,
+    and 0.30 s a step without it. A training process keeps its peak memory either way. Elsewhere
+    than Linux with glibc this does nothing.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 31)
+    except (OSError, AttributeError):
+        pass
 
 
 def cpu_has_bf16() -> bool:
