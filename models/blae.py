@@ -36,6 +36,26 @@ def _head(width_in: int, width: int, layers: int, width_out: int) -> list[nn.Mod
     return modules
 
 
+def _decoder_head(config: BLAEConfig) -> list[nn.Module]:
+    """The code (C, H, W) → the first decoder features (decoder_widths[0], H, W).
+
+    "local": 1×1 convolutions, each cell on its own. "global": dense layers over the whole code,
+    reshaped to the grid: every feature depends on all C·H·W bits, so distinct codes can decode
+    to unrelated images, which is what memorizing training images takes (a 1×1 head, whose
+    pixels each see a few cells, reconstructs 2,000 training images no better than test ones).
+    """
+    c, h, w = config.latent_shape
+    width, width_out = config.decoder_head_width or config.head_width, config.decoder_widths[0]
+    if config.decoder_head == "local":
+        return _head(c, width, config.head_layers, width_out)
+    modules: list[nn.Module] = [nn.Flatten()]
+    width_in = c * h * w
+    for _ in range(config.head_layers):
+        modules += [nn.Linear(width_in, width), nn.LeakyReLU(LEAK)]
+        width_in = width
+    return [*modules, nn.Linear(width_in, width_out * h * w), nn.Unflatten(1, (width_out, h, w))]
+
+
 class BLAE(nn.Module):
     """Images in [0, 1] → tanh codes (B, C, H, W) → images; noise on the codes while training."""
 
@@ -52,9 +72,7 @@ class BLAE(nn.Module):
         enc += _head(width, config.head_width, config.head_layers, config.latent_channels)
         self.encoder = nn.Sequential(*enc)
 
-        dec = _head(
-            config.latent_channels, config.head_width, config.head_layers, config.decoder_widths[0]
-        )
+        dec = _decoder_head(config)
         dec.append(nn.LeakyReLU(LEAK))
         for w_in, w_out in zip(config.decoder_widths, config.decoder_widths[1:], strict=False):
             dec += [nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1), nn.LeakyReLU(LEAK)]
@@ -78,9 +96,9 @@ class BLAE(nn.Module):
                 k, s = m.kernel_size[0], m.stride[0]
                 fan_in = m.in_channels * k * k / (s * s)
                 nn.init.normal_(m.weight, std=gain / math.sqrt(fan_in))
-            elif isinstance(m, nn.Conv2d):
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, a=LEAK, nonlinearity="leaky_relu")
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.bias is not None:
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
     def encode(self, images: torch.Tensor, gain: float | None = None) -> torch.Tensor:

@@ -105,6 +105,7 @@ REFUSALS = [  # (arguments, what the one-line error says): each refused before t
     (("train-ae", "--lr", "nan"), "must be a finite number > 0, got nan"),
     (("train-ae", "--device", "tpu"), "must be auto, cpu, cuda or cuda:N"),
     (("train-ae", "--precision", "fp8"), "precision must be one of"),
+    (("train-ae", "--decoder-polish", "-1"), "decoder_polish must be finite and ≥ 0, got -1.0"),
     (("encode", "--run", "/no/such/run"), "run directory /no/such/run does not exist"),
     (("encode", "--run", "/"), "blae.safetensors is missing"),
     (("train-arvm", "--use", "dream"), "--use must be one of fallback, memorizer"),

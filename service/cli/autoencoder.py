@@ -94,6 +94,13 @@ def train_ae(
             callback=positive_number,
         ),
     ] = None,
+    decoder_polish: Annotated[
+        float | None,
+        typer.Option(
+            help="Epochs of decoder-only training on the hard codes after the last epoch "
+            "(default: the preset's; most 0.5, paper-t1 60, where its decoder memorizes)."
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option(help="Seed for init, shuffles and noise.", min=0, max=MAX_SEED)
     ] = 0,
@@ -119,7 +126,13 @@ def train_ae(
     }
     check_blae_config(preset, overrides)  # these first: torch takes seconds to load
     train_config = blae_train_config(
-        preset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
+        preset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        decoder_polish=decoder_polish,
+        seed=seed,
+        precision=precision,
     )
     data_spec = DataSpec(source, limit, parse_int_list(classes, "--classes"))
     from service.training.autoencoder import train_run_autoencoder

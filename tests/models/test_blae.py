@@ -123,3 +123,22 @@ def test_straight_through_trains_on_the_signs_and_keeps_the_encoder_learning() -
     torch.testing.assert_close(mild, saturated)
     assert mild.abs().sum() > 0
     assert not torch.allclose(encoder_gradient(False, 5.0), encoder_gradient(False, 1000.0))
+
+
+@pytest.mark.parametrize("head,reaches", [("local", False), ("global", True)])
+def test_only_a_global_head_decodes_a_corner_from_the_far_cell(head: str, reaches: bool) -> None:
+    """A 1×1 head decodes each pixel from the cells near it; a global head from every bit, which
+    is what it takes to decode two codes that differ in one far cell into unrelated images."""
+    torch.manual_seed(0)
+    model = BLAE(blae_preset("tiny", decoder_head=head)).eval()
+    codes = binarize(torch.randn(1, *model.config.latent_shape)).requires_grad_()
+    model.decode(codes)[0, 0, 0, 0].backward()  # the top-left pixel
+    assert codes.grad is not None
+    far_cell = codes.grad[0, :, -1, -1]  # the bottom-right cell's bits
+    assert bool(far_cell.abs().sum() > 0) is reaches
+    assert codes.grad[0, :, 0, 0].abs().sum() > 0  # its own cell always counts
+
+
+def test_a_decoder_head_outside_the_known_ones_is_refused() -> None:
+    with pytest.raises(ValueError, match="decoder_head must be one of"):
+        blae_preset("tiny", decoder_head="attention")
