@@ -142,3 +142,11 @@ def test_only_a_global_head_decodes_a_corner_from_the_far_cell(head: str, reache
 def test_a_decoder_head_outside_the_known_ones_is_refused() -> None:
     with pytest.raises(ValueError, match="decoder_head must be one of"):
         blae_preset("tiny", decoder_head="attention")
+
+
+def test_a_preset_s_training_settings_apply_unless_given() -> None:
+    memorizer = BLAETrainConfig.for_preset("paper-t1", lr=None, decoder_polish=None)
+    assert (memorizer.lr, memorizer.decoder_polish) == (5e-4, 60.0)  # its own, not the defaults
+    assert BLAETrainConfig.for_preset("paper-t1", decoder_polish=2.0).decoder_polish == 2.0
+    assert BLAETrainConfig.for_preset("default") == BLAETrainConfig()
+    assert BLAETrainConfig.for_preset("paper-t4", epochs=3).lr == 2e-4
