@@ -1,13 +1,13 @@
 """How far a decoder can memorize its training images: fresh decoders trained on a run's frozen
 hard codes of its first N training images, the run's own 1×1 head (the baseline) beside a global
-head of the given width (the paper-t1 preset's kind), train and test PSNR side by side.
+head of each given width (the paper-t1 preset's kind), train and test PSNR side by side.
 
 A decoder that memorizes reconstructs its training images far better than test images; one that
 generalizes reconstructs both alike. How many images a global head memorizes to a given PSNR
 grows with its parameters, which is what sizes paper-t1 for the 60,000 Fashion-MNIST images.
 
     .venv/bin/python benchmarks/decoder_memorization.py --run runs/default --images 2000 \
-        --epochs 80 --width 2048
+        --epochs 80 --widths 2048
 """
 
 from __future__ import annotations
@@ -78,7 +78,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="training images to memorize")
     parser.add_argument("--test-images", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=80)
-    parser.add_argument("--width", type=int, default=2048, help="the global head's dense layers")
+    parser.add_argument(
+        "--widths", default="2048", help="comma-separated widths of global heads' dense layers"
+    )
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -88,12 +90,11 @@ def main() -> None:
     test = torch.from_numpy(images.images[images.splits == "test"][: args.test_images])
     run_model = load_blae(paths).model.eval()
     train_codes, test_codes = hard_codes(run_model, train), hard_codes(run_model, test)
-    heads = {
-        "local (the run's 1×1 head)": run_model.config,
-        f"global, {args.width} wide": dataclasses.replace(
-            run_model.config, decoder_head="global", decoder_head_width=args.width, head_layers=2
-        ),
-    }
+    heads = {"local (the run's 1×1 head)": run_model.config}
+    for width in (int(w) for w in args.widths.split(",")):
+        heads[f"global, {width} wide"] = dataclasses.replace(
+            run_model.config, decoder_head="global", decoder_head_width=width, head_layers=2
+        )
     for name, config in heads.items():
         torch.manual_seed(args.seed)
         model = BLAE(config)
