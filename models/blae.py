@@ -41,8 +41,9 @@ def _decoder_head(config: BLAEConfig) -> list[nn.Module]:
 
     "local": 1×1 convolutions, each cell on its own. "global": dense layers over the whole code,
     reshaped to the grid: every feature depends on all C·H·W bits, so distinct codes can decode
-    to unrelated images, which is what memorizing training images takes (a 1×1 head, whose
-    pixels each see a few cells, reconstructs 2,000 training images no better than test ones).
+    to unrelated images, which is what memorizing training images takes (on the frozen codes of
+    2,000 training images a 1×1 head reached 21.9 dB on them, a global one 31.7; 19.4 and 18.5
+    dB on test images).
     """
     c, h, w = config.latent_shape
     width, width_out = config.decoder_head_width or config.head_width, config.decoder_widths[0]

@@ -33,7 +33,7 @@ def keep_freed_memory() -> None:
 
     glibc maps every block over 32 MB on its own and unmaps it when freed, so a CPU training step
     that allocates and frees large gradients and temporaries pays page faults and the kernel's
-    zeroing every time: paper-t1 (85 M parameters) spent 0.45 s of a 0.54 s step in the kernel,
+    zeroing every time: paper-t1 (85 M parameters) spent 0.47 s of a 0.54 s step in the kernel,
     and 0.30 s a step without it. A training process keeps its peak memory either way. Elsewhere
     than Linux with glibc this does nothing.
     """
