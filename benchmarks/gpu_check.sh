@@ -10,9 +10,9 @@
 #    samples and the share that copy a training latent exactly.
 # 3. The paper's Table 1 on Fashion-MNIST, 4×4×12 codes: the paper-t1 preset (a global decoder
 #    head, 85 M parameters, built to memorize) for TABLE1_EPOCHS epochs and TABLE1_POLISH epochs
-#    of decoder-only polish, where it memorizes; then the paper's own
-#    widths (paper-t4, 1024-wide 1×1 head) for 6; each one's train and test PSNR (the gap is the
-#    decoder memorizing) and whether the collapse detector spoke.
+#    of decoder-only polish, where it memorizes; then the paper's own widths (paper-t4, 1024-wide
+#    1×1 head) for 6 epochs; each one's train and test PSNR (the gap is the decoder memorizing)
+#    and whether the collapse detector spoke.
 # It prints the KL per epoch, the wall times, the copy rate and the PSNRs. Targets (issues):
 # train KL ≤ 1e-3 within 10 minutes, ≥ 90 % exact copies; Table 1: train PSNR ≥ 30 dB in ≤ 5 min.
 #
