@@ -87,6 +87,7 @@ EOF
 }
 
 step "Table 1: paper-t1 (global decoder head), ${TABLE1_EPOCHS} epochs + ${TABLE1_POLISH} of polish"
-table1 paper-t1 "$TABLE1_EPOCHS" --decoder-polish "$TABLE1_POLISH"
+# its 1 GB checkpoint would take about as long as an epoch here: every tenth epoch and the last
+table1 paper-t1 "$TABLE1_EPOCHS" --decoder-polish "$TABLE1_POLISH" --checkpoint-every 10
 step "Table 1 with the paper's widths: paper-t4 (1×1 head) with 4×4×12 codes, 6 epochs"
 table1 paper-t4 6

@@ -111,6 +111,14 @@ def train_ae(
     resume: Annotated[
         bool, typer.Option(help="Continue from the run's checkpoint up to --epochs.")
     ] = False,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            help="Save the weights and optimizer state every N epochs and after the last "
+            "(paper-t1's take 1 GB).",
+            min=1,
+        ),
+    ] = 1,
 ) -> None:
     """Train the Binary Latent Autoencoder; metrics, curve and checkpoints go to the run."""
     overrides = {
@@ -145,6 +153,7 @@ def train_ae(
         train_config=train_config,
         resume=resume,
         device=device,
+        checkpoint_every=checkpoint_every,
     )
     emit(f"BL-AE trained: {run}", training_figures(summary))
 

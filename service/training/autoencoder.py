@@ -32,7 +32,7 @@ from service.data.sources import DataSpec, ImageSet
 from service.devices import resolve_device
 from service.errors import InvalidInputError
 from service.evaluation.plots import plot_training_curve
-from service.files import atomic_path
+from service.files import atomic_path, write_atomic
 from service.run.models import blae_training_data, load_blae
 from service.run.paths import RunPaths
 from service.run.record import update_run_json
@@ -69,6 +69,7 @@ def train_run_autoencoder(
     device: str = "auto",
     progress: bool = True,
     stop_epoch: int | None = None,
+    checkpoint_every: int = 1,
 ) -> TrainingSummary:
     """Load the data, build the preset's config for its image shape, and train (or resume)."""
     images = data.load()
@@ -83,6 +84,7 @@ def train_run_autoencoder(
         config,
         train_config or BLAETrainConfig.for_preset(preset),
         data_record(data, images),
+        checkpoint_every=checkpoint_every,
     )
     return trainer.run(resume=resume, device=device, progress=progress, stop_epoch=stop_epoch)
 
@@ -128,6 +130,9 @@ class AutoencoderTraining:
     config: BLAEConfig
     train_config: BLAETrainConfig
     data: dict[str, Any] | None = None  # data_record() of the images; None: record nothing
+    # Epochs between checkpoints (the last is always saved): paper-t1's weights and optimizer
+    # state are 1 GB, seconds to write where a GPU trains an epoch in about as long.
+    checkpoint_every: int = 1
     records: list[dict[str, Any]] = field(default_factory=list)
     last: dict[str, Any] = field(default_factory=dict)  # the latest metrics and checksum
 
@@ -139,7 +144,7 @@ class AutoencoderTraining:
         progress: bool,
         stop_epoch: int | None,
     ) -> TrainingSummary:
-        """Train (or resume) on the train split; checkpoint after every epoch.
+        """Train (or resume) on the train split; checkpoint every `checkpoint_every` epochs.
 
         The data record goes into run.json once the inputs are checked, so a refused command
         leaves the run as it was.
@@ -152,7 +157,7 @@ class AutoencoderTraining:
         last_epoch = min(self.train_config.epochs, stop_epoch or self.train_config.epochs)
         bar = self._progress_bar(len(train_images), start_epoch, last_epoch, progress)
         started = time.perf_counter()
-        self.records = _read_records(self.paths)
+        self.records = _read_records(self.paths, start_epoch)
 
         probe = torch.from_numpy(np.ascontiguousarray(train_images[:PROBE_IMAGES]))
         first_epoch = True  # probed until the first epoch ends
@@ -256,7 +261,7 @@ class AutoencoderTraining:
         bar: tqdm,
     ) -> BLAEMetrics:
         """Evaluate, append the metrics record (with the collapse check), redraw the curve,
-        checkpoint; returns the figures to show (test, or train without a test split)."""
+        checkpoint if due; returns the figures to show (test, or train without a test split)."""
         train_m, test_m = _evaluate(model, self.images, self.train_config.precision, final=final)
         train_images = len(self.images.split("train").images)
         evaluated = min(train_images, EVAL_TRAIN_IMAGES if final else EVAL_SUBSET)
@@ -271,21 +276,23 @@ class AutoencoderTraining:
             "train": asdict(train_m),
             "test": asdict(test_m) if test_m is not None else None,
             "collapse": collapse,
+            "checkpoint": final or epoch % self.checkpoint_every == 0,
         }
         self.records.append(record)
         self.paths.reports.mkdir(parents=True, exist_ok=True)
         with self.paths.blae_metrics.open("a") as f:
             f.write(json.dumps(record) + "\n")
         plot_training_curve(self.records, self.paths.blae_curve)
-        sha256 = save_blae(
-            self.paths,
-            model,
-            train_config=self.train_config,
-            epochs_done=epoch,
-            optimizer=optim,
-            data=self.data,
-        )
-        self.last.update(train=train_m, test=test_m, sha256=sha256, collapse=collapse)
+        if record["checkpoint"]:
+            self.last["sha256"] = save_blae(
+                self.paths,
+                model,
+                train_config=self.train_config,
+                epochs_done=epoch,
+                optimizer=optim,
+                data=self.data,
+            )
+        self.last.update(train=train_m, test=test_m, collapse=collapse)
         log.info("epoch %d: %s", epoch, record)
         return test_m or train_m
 
@@ -318,7 +325,15 @@ def _warn(bar: tqdm, message: str) -> None:
         bar.write(f"warning: {text}")
 
 
-def _read_records(paths: RunPaths) -> list[dict[str, Any]]:
+def _read_records(paths: RunPaths, epochs_done: int) -> list[dict[str, Any]]:
+    """The metrics records up to the checkpoint's epoch. An interrupted run leaves records of
+    the epochs after its last checkpoint: they are dropped from the file, as resuming trains
+    those epochs again."""
     if not paths.blae_metrics.exists():
         return []
-    return [json.loads(line) for line in paths.blae_metrics.read_text().splitlines() if line]
+    lines = [line for line in paths.blae_metrics.read_text().splitlines() if line]
+    records = [json.loads(line) for line in lines]
+    kept = [r for r in records if r["epoch"] <= epochs_done]
+    if len(kept) < len(records):
+        write_atomic(paths.blae_metrics, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept

@@ -61,6 +61,33 @@ def test_resume_continues_exactly(tmp_path, fashion_small: DataSpec) -> None:
     assert len(halted.blae_metrics.read_text().splitlines()) == 2
 
 
+def test_checkpoints_every_n_epochs_and_a_resume_retrains_from_the_last(
+    tmp_path, fashion_small: DataSpec
+) -> None:
+    """With checkpoint_every=2 the weights are saved after epochs 2 and 3 (the last) only; the
+    record of an epoch trained after the last checkpoint, as a killed run leaves it, is dropped
+    when the run resumes from that checkpoint and trains the epoch again."""
+    data = DataSpec(fashion_small.source, limit=64)
+    config = BLAETrainConfig(epochs=3, batch_size=32, seed=3, precision="fp32")
+    kwargs = dict(preset="tiny", device="cpu", progress=False, checkpoint_every=2)
+    whole = RunPaths(tmp_path / "whole")
+    train_run_autoencoder(whole, data, train_config=config, **kwargs)
+    records = [json.loads(line) for line in whole.blae_metrics.read_text().splitlines()]
+    assert [r["checkpoint"] for r in records] == [False, True, True]
+    assert load_blae(whole).meta["epochs_done"] == 3
+
+    killed = RunPaths(tmp_path / "killed")
+    train_run_autoencoder(killed, data, train_config=config, stop_epoch=2, **kwargs)
+    assert load_blae(killed).meta["epochs_done"] == 2
+    with killed.blae_metrics.open("a") as f:  # epoch 3 recorded, killed before its checkpoint
+        f.write(json.dumps({**records[-1], "elapsed_s": -1.0}) + "\n")
+    train_run_autoencoder(killed, data, train_config=config, resume=True, **kwargs)
+    resumed = [json.loads(line) for line in killed.blae_metrics.read_text().splitlines()]
+    assert [r["epoch"] for r in resumed] == [1, 2, 3]
+    assert all(r["elapsed_s"] >= 0 for r in resumed)
+    assert load_blae(killed).sha256 == load_blae(whole).sha256
+
+
 def test_resume_without_a_checkpoint_says_it_starts_afresh(
     tmp_path, fashion_small: DataSpec, caplog: pytest.LogCaptureFixture
 ) -> None:
