@@ -60,6 +60,22 @@ def latentgram(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     )
 
 
+def refusal_before_torch(*args: str) -> tuple[int, str, bool]:
+    """`latentgram ARGS` in a fresh interpreter: (exit status, stderr, whether torch was
+    imported by then). A refusal should come at once, not after the seconds torch takes."""
+    code = (
+        "import sys\n"
+        "from service.cli import main\n"
+        f"sys.argv = ['latentgram', *{list(args)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n"
+        "    print(exc.code, 'torch' in sys.modules)"
+    )
+    root = Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    status, torch_loaded = done.stdout.split() if done.stdout else ("None", "None")
+    return int(status) if status.isdigit() else -1, done.stderr, torch_loaded == "True"
+
+
 def kill_at_stage(script: str, stage: str, *args: str) -> None:
     """Run `script` (python -c) with ARGS, wait until it prints `stage`, then kill it there:
     the scripts print the stage they reach when it is the one named in their arguments, and

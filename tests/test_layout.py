@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from service.cli.app import has_gpu_device_files
+from tests.helpers import refusal_before_torch
+
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FUNCTION_LINES = 60
 
@@ -106,6 +109,7 @@ REFUSALS = [  # (arguments, what the one-line error says): each refused before t
     (("train-ae", "--device", "tpu"), "must be auto, cpu, cuda or cuda:N"),
     (("train-ae", "--precision", "fp8"), "precision must be one of"),
     (("train-ae", "--decoder-polish", "-1"), "decoder_polish must be finite and ≥ 0, got -1.0"),
+    (("train-ae", "--checkpoint-every", "0"), "greater than or equal to 1"),
     (("encode", "--run", "/no/such/run"), "run directory /no/such/run does not exist"),
     (("encode", "--run", "/"), "blae.safetensors is missing"),
     (("train-arvm", "--use", "dream"), "--use must be one of fallback, memorizer"),
@@ -114,6 +118,7 @@ REFUSALS = [  # (arguments, what the one-line error says): each refused before t
     (("ablate-sigma", "--noises", "pink"), "noises must be among triangular, gaussian"),
     (("ablate-sigma", "--run", "/"), "blae.safetensors is missing"),
     (("sample", "--gamma", "4", "--run", "/"), "odd window size"),
+    (("sample", "--gamma", "5", "--run", "/"), "latents.parquet is missing"),
     (("decode", "--run", "/no/such/run", "--out", "d.png"), "does not exist"),
     (("prepare", "--preset", "huge", "--run", "/no/such/run"), "unknown BL-AE preset"),
     (("evaluate", "--run", "/"), "latents.parquet is missing"),
@@ -122,14 +127,14 @@ REFUSALS = [  # (arguments, what the one-line error says): each refused before t
 
 @pytest.mark.parametrize(("args", "message"), REFUSALS)
 def test_bad_input_is_refused_before_torch_loads(args: tuple[str, ...], message: str) -> None:
-    """A refusal should come at once, not after the seconds torch takes to import."""
-    code = (
-        "import sys\n"
-        "from service.cli import main\n"
-        f"sys.argv = ['latentgram', *{list(args)!r}]\n"
-        "try:\n    main()\nexcept SystemExit as exc:\n"
-        "    print(exc.code, sorted(m for m in ('torch',) if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert message in done.stderr, done.stderr
-    assert done.stdout.strip() == "2 []", done.stdout
+    status, stderr, torch_loaded = refusal_before_torch(*args)
+    assert message in stderr, stderr
+    assert status == 2 and not torch_loaded
+
+
+@pytest.mark.skipif(sys.platform != "linux" or has_gpu_device_files(), reason="a GPU is here")
+def test_cuda_on_a_machine_without_a_gpu_is_refused_before_torch_loads() -> None:
+    for command in ("train-ae", "train-arvm", "prepare"):
+        status, stderr, torch_loaded = refusal_before_torch(command, "--device", "cuda")
+        assert "'cuda' asked for, but CUDA is not available here" in stderr, stderr
+        assert status == 2 and not torch_loaded

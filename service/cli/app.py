@@ -66,11 +66,19 @@ EpochsOpt = Annotated[int, typer.Option(help="Training epochs (total, also when 
 
 
 def device_name(value: str) -> str:
-    """Option callback: the device's spelling, checked before torch loads (seconds) to find out
-    whether CUDA is there."""
+    """Option callback: the device's spelling, and CUDA asked for on a Linux machine without a
+    GPU, checked before torch loads (seconds) to find out whether CUDA is there."""
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
         raise typer.BadParameter(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+    if value.startswith("cuda") and sys.platform == "linux" and not has_gpu_device_files():
+        raise typer.BadParameter(f"{value!r} asked for, but CUDA is not available here (no GPU)")
     return value
+
+
+def has_gpu_device_files() -> bool:
+    """Whether Linux shows a device that PyTorch's CUDA can drive: NVIDIA's (/dev/nvidiactl),
+    AMD's through ROCm (/dev/kfd) or WSL's (/dev/dxg). Without one it has none to find."""
+    return any(Path(name).exists() for name in ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
 
 
 def positive_number(value: float | None) -> float | None:

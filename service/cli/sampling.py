@@ -25,7 +25,7 @@ from service.data.parquet import write_latents
 from service.errors import InvalidInputError
 from service.ngram.samples import MAX_SEED, SampleConfig, parse_mode
 from service.ngram.windows import check_gamma
-from service.run.build import built_gammas
+from service.run.build import built_gammas, check_run_gamma
 from service.run.paths import DEFAULT_RUN_DIR, RunPaths
 
 
@@ -75,6 +75,8 @@ def train_arvm_command(
         raise InvalidInputError(f"--use must be one of {', '.join(ARVM_USES)}, got {use!r}")
     given = [check_gamma(g) for g in parse_int_list(gamma, "--gamma") or ()]
     paths = RunPaths(run).existing()
+    for g in given:
+        check_run_gamma(paths, g, table=True, positional=positional)
     gammas = given or built_gammas(paths, positional)
     from service.training.arvm import recipe, train_run_arvm
 
@@ -142,6 +144,7 @@ def sample(
     chosen = parse_mode(mode)
     paths = RunPaths(run).existing()
     check_gamma(gamma)
+    check_run_gamma(paths, gamma, table=chosen != "neural", positional=positional)
     output_file(out)  # these first: torch takes seconds to load
     from service.run.steps import sample_run, samples_as_latents
 

@@ -22,7 +22,7 @@ from service.ngram.build import (
     limit_memory,
 )
 from service.ngram.index_files import write_run_indexes
-from service.ngram.store import TableInfo, list_tables, open_store
+from service.ngram.store import TableInfo, get_table, list_tables, open_store
 from service.ngram.tokens import TokenGrids
 from service.ngram.windows import check_gamma, check_gamma_fits, default_gammas
 from service.run.paths import RunPaths
@@ -36,6 +36,16 @@ def built_gammas(paths: RunPaths, positional: bool = False) -> list[int]:
     """The γ of the run's tables of one family, ascending."""
     with open_store(paths.require(paths.store, "build"), read_only=True) as con:
         return [t.gamma for t in list_tables(con) if t.positional == positional]
+
+
+def check_run_gamma(paths: RunPaths, gamma: int, *, table: bool, positional: bool) -> None:
+    """Refusals that need no torch, so that they come at once: a γ wider than the run's grid,
+    a run without latents, and when `table`, γ's table not built."""
+    shape = read_latents_header(paths.latents).shape
+    check_gamma_fits(gamma, *shape[1:])
+    if table:
+        with open_store(paths.require(paths.store, "build"), read_only=True) as con:
+            get_table(con, gamma, positional)
 
 
 def build_run_tables(

@@ -21,7 +21,7 @@ from PIL import Image
 
 from service.data.parquet import read_latents
 from service.run.paths import RunPaths
-from tests.helpers import latentgram
+from tests.helpers import latentgram, refusal_before_torch
 
 LATENTGRAM = shutil.which("latentgram") or str(Path(sys.executable).parent / "latentgram")
 
@@ -115,6 +115,27 @@ def test_tables_lists_the_built_tables(prepared: tuple[RunPaths, str]) -> None:
     listed = cli("tables", "--run", str(prepared[0].root))
     assert listed.returncode == 0 and all(f"g{g} " in listed.stdout for g in (3, 5, 7))
     assert "index MiB" in listed.stdout
+
+
+def test_a_gamma_without_its_table_is_refused_before_torch_loads(
+    prepared: tuple[RunPaths, str], tmp_path: Path
+) -> None:
+    """A run whose only table is γ = 3: sampling or training at γ = 5 names what to build, and
+    a γ wider than the grid says so, at once."""
+    source, run = prepared[0], RunPaths(tmp_path / "run")
+    run.root.mkdir()
+    for path in (source.latents, source.blae_weights, source.blae_weights.with_suffix(".json")):
+        shutil.copy(path, run.root / path.name)
+    assert latentgram("build", "--run", str(run.root), "--gamma", "3").returncode == 0
+    refusals = {
+        ("sample", "--gamma", "5"): "no table g5 built for gamma=5; built: g3",
+        ("train-arvm", "--gamma", "5"): "Run `latentgram build --gamma 5`",
+        ("sample", "--gamma", "9", "--mode", "neural"): "wider than the global window of the 4×4",
+    }
+    for args, message in refusals.items():
+        status, stderr, torch_loaded = refusal_before_torch(*args, "--run", str(run.root))
+        assert message in stderr, stderr
+        assert status == 2 and not torch_loaded
 
 
 def test_global_gamma_samples_copy_training_latents_reproducibly(
