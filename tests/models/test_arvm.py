@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
@@ -9,11 +11,13 @@ import torch
 from models import ARVMConfig, ARVMTrainConfig, GammaARVM
 from models.arvm_train import (
     HistogramSet,
+    Strata,
     entropy,
     evaluate_kl,
     fit_arvm,
     grouped_order,
     row_log_probs,
+    step_loss,
 )
 
 
@@ -86,6 +90,45 @@ def test_an_epoch_visits_every_row_once_with_each_context_s_rows_together() -> N
     assert changes == len(data.contexts) - 1  # each context's rows form one run
     other = grouped_order(data, torch.Generator().manual_seed(1))
     assert not torch.equal(order, other)
+
+
+def heavy_table() -> HistogramSet:
+    """40 random contexts and two heavy ones: an all-PAD context with three tokens (like the
+    first position's) and another with one, together most of the counts."""
+    light = random_table(3, 40)
+    contexts = np.r_[np.full((1, 4), 8), light.contexts.numpy(), [[0, 0, 0, 0]]]
+    starts = light.starts.numpy()
+    nexts = [{0: 90, 2: 40, 6: 30}]
+    nexts += [
+        dict(zip(light.tokens[a:b].tolist(), light.counts[a:b].int().tolist(), strict=True))
+        for a, b in pairwise(starts)
+    ]
+    return table(contexts, [*nexts, {5: 50}])
+
+
+def test_heavy_contexts_are_in_every_step_and_light_rows_drawn_once() -> None:
+    data = heavy_table()
+    strata = Strata.of(data, batch_size=8, vocabulary=8)
+    last = len(data.contexts) - 1
+    assert strata.heavy.tolist() == [0, last]
+    assert strata.heavy_counts.tolist() == [[90, 0, 40, 0, 0, 0, 30, 0], [0, 0, 0, 0, 0, 50, 0, 0]]
+    assert not strata.light_row[data.row_context == 0].any()
+    assert not strata.light_row[data.row_context == last].any()
+    assert strata.light_rows == len(data) - 4
+    assert strata.heavy_share == pytest.approx(210 / float(data.counts.sum()))
+    # a batch size that makes one step of the whole table leaves nothing heavy
+    assert len(Strata.of(data, batch_size=len(data), vocabulary=8).heavy) == 0
+
+
+def test_a_step_over_every_light_row_is_eq_10_s_mean_over_the_table() -> None:
+    """Light rows by their step's count-weighted mean scaled to their share, plus the heavy
+    contexts' share: over all light rows at once that is eq. 10, Σ count · NLL / Σ count."""
+    data, net = heavy_table(), model().eval()  # eval: no dropout, the same pass both ways
+    strata = Strata.of(data, batch_size=8, vocabulary=8)
+    light = torch.nonzero(strata.light_row).flatten()
+    loss, _ = step_loss(net, data, strata, light[torch.randperm(len(light))], "fp32")
+    expected = -(data.counts * row_log_probs(net, data)).sum() / data.counts.sum()
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_the_memorizer_says_when_its_budget_ended_first() -> None:
