@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from models.arvm import GammaARVM
 from service.errors import InvalidInputError, RunError
@@ -174,12 +175,41 @@ class Sampler:
         device = next(net.parameters()).device
         positions = torch.full((len(todo),), pos, device=device) if net.config.positions else None
         logits = net(torch.from_numpy(ctx).to(device), positions).float()
-        cum = torch.softmax(logits / config.temperature, dim=-1).cumsum(-1).double()
         u = uniform(config.seed, todo, np.full(len(todo), _WALK_STEP + pos), NEURAL)
-        target = torch.from_numpy(u).to(device) * cum[:, -1]
-        drawn = torch.searchsorted(cum, target.unsqueeze(1)).squeeze(1)
-        tokens[todo, pos // w, pos % w] = drawn.clamp_(max=net.config.vocab - 1).cpu().numpy()
+        drawn = draw_tokens(logits, torch.from_numpy(u).to(device), config.temperature)
+        tokens[todo, pos // w, pos % w] = drawn.cpu().numpy()
         answered[todo, pos] = NEURAL
+
+
+DRAW_BLOCK = 64  # tokens per block of draw_tokens' two-level inverse CDF
+
+
+def draw_tokens(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+    """(B,) tokens drawn with P ∝ exp(logits / T), by the inverse CDF at the uniforms u (B,);
+    `logits` (B, vocab) float32 are overwritten.
+
+    In two levels: the block of DRAW_BLOCK tokens from the blocks' sums, then the token within
+    it by its share of the block, so only one block per row is summed in order. A softmax, a
+    cumulative sum over all 4,096 tokens and its copy in float64 made neural sampling at γ = 5
+    spend 1.9 s of 4.5 s (4,096 grids) outside the network."""
+    rows, vocab = logits.shape
+    weights = logits.sub_(logits.amax(-1, keepdim=True))
+    if temperature != 1:
+        weights.div_(temperature)
+    weights.exp_()
+    blocks = -(-vocab // DRAW_BLOCK)
+    if blocks * DRAW_BLOCK > vocab:  # fewer than 64 tokens, or not a power of two
+        weights = F.pad(weights, (0, blocks * DRAW_BLOCK - vocab))
+    weights = weights.view(rows, blocks, DRAW_BLOCK)
+    block_sums = weights.sum(-1).double()  # (B, blocks); summed in float32: 16× faster here
+    block_cum = block_sums.cumsum(-1)
+    target = (u.double() * block_cum[:, -1]).unsqueeze(1)
+    block = torch.searchsorted(block_cum, target).clamp_(max=blocks - 1)  # (B, 1)
+    before = torch.where(block > 0, block_cum.gather(1, (block - 1).clamp(min=0)), 0.0)
+    share = ((target - before) / block_sums.gather(1, block)).clamp_(0.0, 1.0)
+    inner_cum = weights[torch.arange(rows, device=logits.device), block[:, 0]].double().cumsum(-1)
+    place = torch.searchsorted(inner_cum, share * inner_cum[:, -1:]).clamp_(max=DRAW_BLOCK - 1)
+    return (block * DRAW_BLOCK + place).squeeze(1).clamp_(max=vocab - 1)
 
 
 def _contexts_at(

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from service.errors import InvalidInputError, RunError
-from service.ngram.modes import Sampler
+from service.ngram.modes import Sampler, draw_tokens
 from service.ngram.samples import NEURAL, Mode, SampleConfig
 from service.ngram.windows import context_size
 from tests.helpers import SMALL_CHANNELS, SMALL_GRID, SmallTables, brute_force_histograms, window_at
@@ -83,3 +84,25 @@ def test_bad_mode_or_missing_network(small_tables: SmallTables) -> None:
     with pytest.raises(RunError, match="no table g7 built for gamma=7; built: g3, g5"):
         gen.sample(7, "exact", SampleConfig(n=2))
     assert context_size(5) == 12
+
+
+@pytest.mark.parametrize(("vocab", "temperature"), [(4096, 1.0), (4096, 0.5), (100, 2.0), (8, 1.0)])
+def test_neural_draws_are_the_inverse_cdf_of_the_softmax(vocab: int, temperature: float) -> None:
+    """Two levels (a block, then a token in it) draw what one float64 inverse CDF over the
+    whole softmax draws, at the same uniforms."""
+    generator = torch.Generator().manual_seed(vocab)
+    logits = torch.randn(3000, vocab, generator=generator) * 3
+    u = torch.rand(3000, generator=generator, dtype=torch.float64)
+    cdf = torch.softmax(logits.double() / temperature, dim=-1).cumsum(-1)
+    expected = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).squeeze(1)
+    drawn = draw_tokens(logits.clone(), u, temperature)
+    assert (drawn != expected).sum() <= 3  # a uniform within rounding of a boundary may differ
+
+
+def test_neural_draws_never_take_a_token_without_weight() -> None:
+    """All the weight on one token of a late block, uniforms at both ends of (0, 1): that token
+    every time, never a padded place or an empty block."""
+    logits = torch.full((4, 100), -1e4)
+    logits[:, 77] = 0.0
+    u = torch.tensor([1e-12, 0.5, 1 - 1e-12, 1 - 1e-16], dtype=torch.float64)
+    assert draw_tokens(logits, u, 1.0).tolist() == [77] * 4
