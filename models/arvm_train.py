@@ -313,7 +313,8 @@ def _train_epoch(
         if on_step is not None and step % 50 == 0:
             on_step((epoch - 1) * steps_per_epoch + step, float(loss.detach()))
     light_mean = sums[0] / sums[1].clamp(min=1e-12)
-    epoch_loss = (1 - strata.heavy_share) * light_mean + sums[2] / max(steps, 1) / strata.total
+    heavy_mean = sums[2] / max(steps, 1) / max(strata.total, 1e-12)
+    epoch_loss = (1 - strata.heavy_share) * light_mean + heavy_mean
     return min(steps * config.batch_size, len(order)), epoch_loss, budget_left
 
 
