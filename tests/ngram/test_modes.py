@@ -99,6 +99,17 @@ def test_neural_draws_are_the_inverse_cdf_of_the_softmax(vocab: int, temperature
     assert (drawn != expected).sum() <= 3  # a uniform within rounding of a boundary may differ
 
 
+def test_samples_that_share_a_context_draw_from_its_one_row() -> None:
+    """The network runs once per distinct context: each sample draws from its context's row,
+    as it would from a copy of that row of its own."""
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(50, 4096, generator=generator) * 3
+    rows = torch.randint(0, 50, (3000,), generator=generator)
+    u = torch.rand(3000, generator=generator, dtype=torch.float64)
+    shared = draw_tokens(logits.clone(), u, 0.7, rows)
+    assert torch.equal(shared, draw_tokens(logits[rows], u, 0.7))
+
+
 def test_neural_draws_never_take_a_token_without_weight() -> None:
     """All the weight on one token of a late block, uniforms at both ends of (0, 1): that token
     every time, never a padded place or an empty block."""
