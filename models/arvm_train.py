@@ -256,7 +256,7 @@ def fit_arvm(
     for epoch in range(1, config.max_epochs + 1):
         epoch_started = time.perf_counter()
         rows, epoch_loss, budget_left = _train_epoch(
-            model, (train, strata), config, optimizer, generator, epoch, steps_per_epoch, started,
+            model, train, strata, config, optimizer, generator, epoch, steps_per_epoch, started,
             on_step,
         )  # fmt: skip
         progress.epoch_loss = float(epoch_loss)  # syncs
@@ -275,7 +275,8 @@ def fit_arvm(
 
 def _train_epoch(
     model: GammaARVM,
-    table: tuple[HistogramSet, Strata],
+    data: HistogramSet,
+    strata: Strata,
     config: ARVMTrainConfig,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
@@ -287,7 +288,6 @@ def _train_epoch(
     """One pass over the light rows, contexts in a random order, the heavy contexts in every
     step (Strata): the rows trained on, the epoch's count-weighted mean loss (a tensor on the
     device) and False when the time budget ran out."""
-    data, strata = table
     device = model_device(model)
     order = grouped_order(data, generator)
     order = order[strata.light_row[order]]
