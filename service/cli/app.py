@@ -93,6 +93,15 @@ DeviceOpt = Annotated[
     str,
     typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.", callback=device_name),
 ]
+SearchPassesOpt = Annotated[
+    int,
+    typer.Option(
+        help="Improve each stored code for the decoder by this many proposed bit flips (0: the "
+        "encoder's signs; 80: test PSNR +0.8 dB on the default run, +1.5 dB on a "
+        "straight-through one, ~10 ms an image on 2 CPU cores).",
+        min=0,
+    ),
+]
 GammasOpt = Annotated[
     str | None,
     typer.Option(

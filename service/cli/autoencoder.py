@@ -19,6 +19,7 @@ from service.cli.app import (
     NewRunOpt,
     PresetOpt,
     RunOpt,
+    SearchPassesOpt,
     SourceOpt,
     app,
     emit,
@@ -225,13 +226,14 @@ def encode(
     run: RunOpt = DEFAULT_RUN_DIR,
     device: DeviceOpt = "cpu",
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.", min=1)] = 1024,
+    search_passes: SearchPassesOpt = 0,
 ) -> None:
     """Encode the run's images with its BL-AE into images.parquet and latents.parquet."""
     paths = RunPaths(run).existing()
     paths.require(paths.blae_weights, "train-ae")  # before torch, which takes seconds to load
     from service.run.steps import encode_run
 
-    summary = encode_run(paths, device=device, batch_size=batch_size)
+    summary = encode_run(paths, device=device, batch_size=batch_size, search_passes=search_passes)
     emit(f"encoded: {paths.latents}", asdict(summary))
 
 

@@ -15,6 +15,7 @@ from service.cli.app import (
     LimitOpt,
     NewRunOpt,
     PresetOpt,
+    SearchPassesOpt,
     SourceOpt,
     app,
     emit,
@@ -47,6 +48,7 @@ def prepare(
     arvm_max_epochs: Annotated[
         int | None, typer.Option(help="Their budget in epochs (default: the fallback's).", min=1)
     ] = None,
+    search_passes: SearchPassesOpt = 0,
 ) -> None:
     """Run the whole pipeline with defaults: data → BL-AE → encode → n-gram tables → γ-ARVMs →
     samples."""
@@ -66,7 +68,7 @@ def prepare(
         resume=resume,
         device=device,
     )
-    encoded = encode_run(paths)
+    encoded = encode_run(paths, search_passes=search_passes)
     built = build_run_tables(paths)  # the grid's γ, from local to global
     arvms = {}
     if arvm:

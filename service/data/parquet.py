@@ -179,6 +179,7 @@ def write_latents(path: Path, latents: LatentSet) -> None:
         "latent_shape": list(latents.shape),
         "bit_order": "bits in (channel, row, column) order, packed most significant bit first",
         "model_sha256": latents.model_sha256,
+        "search_passes": latents.search_passes,
     }
     _write(path, table, meta)
 
@@ -194,6 +195,7 @@ def read_latents(path: Path) -> LatentSet:
         packed=packed,
         shape=(c, h, w),
         model_sha256=meta["model_sha256"],
+        search_passes=int(meta.get("search_passes", 0)),  # files written before the search: 0
     )
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from models import BLAE
+from models.blae import binarize
+from models.code_search import search_codes
 from models.common import to_unit
 from service.errors import InvalidInputError
 from service.latents.bits import pack_bits, packed_size, unpack_bits
 
 ENCODE_BATCH = 1024  # images per forward pass; larger gains nothing on a CPU
+SEARCH_BATCH = 128  # images per code search: 0.14 ms an image and pass on 2 cores, 0.25 at 1,024
 
 
 def _check_images(model: BLAE, images: np.ndarray) -> None:
@@ -25,9 +30,18 @@ def _check_images(model: BLAE, images: np.ndarray) -> None:
 
 @torch.inference_mode()
 def encode_images(
-    model: BLAE, images: np.ndarray, *, batch_size: int = ENCODE_BATCH
+    model: BLAE,
+    images: np.ndarray,
+    *,
+    batch_size: int = ENCODE_BATCH,
+    search_passes: int = 0,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, float]:
-    """uint8 (N, channels, size, size) → (packed bits (N, bytes), brate of the soft codes)."""
+    """uint8 (N, channels, size, size) → (packed bits (N, bytes), brate of the soft codes).
+
+    search_passes > 0 stores each code improved for the decoder by that many proposed bit flips
+    (models/code_search.py) instead of the encoder's signs. on_batch gets each batch's size.
+    """
     _check_images(model, images)
     device = next(model.parameters()).device
     packed, saturated = [], 0
@@ -36,11 +50,26 @@ def encode_images(
         x = to_unit(torch.from_numpy(batch).to(device))
         codes = model.encode(x)  # (B, C, H, W) in (−1, 1)
         saturated += int((codes.abs() > 0.95).sum().item())
+        if search_passes:
+            codes = _searched_codes(model, x, binarize(codes), search_passes)
         packed.append(pack_bits((codes > 0).cpu().numpy()))
+        if on_batch is not None:
+            on_batch(len(batch))
     shape = model.config.latent_shape
     if not packed:
         return np.zeros((0, packed_size(shape)), np.uint8), 0.0
     return np.concatenate(packed), saturated / (len(images) * int(np.prod(shape)))
+
+
+def _searched_codes(
+    model: BLAE, images: torch.Tensor, signs: torch.Tensor, passes: int
+) -> torch.Tensor:
+    """The signs improved by search_codes, SEARCH_BATCH images at a time."""
+    found = [
+        search_codes(model, images[i : i + SEARCH_BATCH], signs[i : i + SEARCH_BATCH], passes)
+        for i in range(0, len(images), SEARCH_BATCH)
+    ]
+    return torch.cat(found)
 
 
 @torch.inference_mode()

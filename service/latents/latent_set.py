@@ -21,6 +21,7 @@ class LatentSet:
     packed: np.ndarray  # (N, bytes) uint8
     shape: tuple[int, int, int]  # (C, H, W) of one latent
     model_sha256: str  # the BL-AE that encoded them
+    search_passes: int = 0  # bit flips searched per code after the encoder (models/code_search.py)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -50,4 +51,5 @@ class LatentSet:
             self.packed[mask],
             self.shape,
             self.model_sha256,
+            self.search_passes,
         )

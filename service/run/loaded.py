@@ -266,7 +266,8 @@ class LoadedRun:
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, C, H, W) → packed latents (N, bytes)."""
-        packed, _ = encode_images(self.blae.model, images)
+        passes = self.latents.search_passes  # as the training images' latents were found
+        packed, _ = encode_images(self.blae.model, images, search_passes=passes)
         return packed
 
     def decode(self, packed: np.ndarray) -> np.ndarray:

@@ -9,15 +9,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from models import BLAE
+from models.blae_train import psnr_from_mse
 from service.checkpoint import Checkpoint
 from service.data.fingerprint import check_same_data, data_record, source_flags
 from service.data.parquet import read_latents, write_images, write_latents
 from service.data.sources import DataSpec
 from service.errors import InvalidInputError, RunError
 from service.latents.bits import pack_bits
-from service.latents.codec import decode_bits, encode_images
+from service.latents.codec import decode_bits, decode_packed, encode_images
 from service.latents.latent_set import LatentSet
 from service.ngram.index import NgramIndex
 from service.ngram.modes import Sampler
@@ -48,10 +50,22 @@ class EncodeSummary:
     images_per_s: float
     brate: float
     latent_shape: tuple[int, int, int]
+    search_passes: int
+    test_psnr: float | None  # of the stored latents, decoded, against the test images
 
 
-def encode_run(paths: RunPaths, *, device: str = "cpu", batch_size: int = 1024) -> EncodeSummary:
-    """Encode every image of the run's data into images.parquet and latents.parquet."""
+def encode_run(
+    paths: RunPaths,
+    *,
+    device: str = "cpu",
+    batch_size: int = 1024,
+    search_passes: int = 0,
+    progress: bool = True,
+) -> EncodeSummary:
+    """Encode every image of the run's data into images.parquet and latents.parquet, each code
+    improved by `search_passes` proposed bit flips (models/code_search.py) when > 0."""
+    if search_passes < 0:
+        raise InvalidInputError(f"search_passes must be ≥ 0, got {search_passes}")
     checkpoint = load_blae(paths, device=device)
     spec = run_data_spec(paths)
     images = spec.load()
@@ -65,13 +79,25 @@ def encode_run(paths: RunPaths, *, device: str = "cpu", batch_size: int = 1024) 
     )
     ids = np.arange(len(images), dtype=np.int64)  # ids are positions in the loaded order
     started = time.perf_counter()
-    packed, brate = encode_images(checkpoint.model, images.images, batch_size=batch_size)
+    with tqdm(total=len(images), desc="encode", unit="img", disable=not progress) as bar:
+        packed, brate = encode_images(
+            checkpoint.model,
+            images.images,
+            batch_size=batch_size,
+            search_passes=search_passes,
+            on_batch=bar.update,
+        )
     seconds = time.perf_counter() - started
     shape = checkpoint.model.config.latent_shape
     write_images(paths.images, images, ids)
-    latents = LatentSet(ids, images.splits, images.labels, packed, shape, checkpoint.sha256)
+    latents = LatentSet(
+        ids, images.splits, images.labels, packed, shape, checkpoint.sha256, search_passes
+    )
     write_latents(paths.latents, latents)
-    summary = EncodeSummary(len(images), seconds, len(images) / max(seconds, 1e-9), brate, shape)
+    test = images.splits == "test"
+    test_psnr = _psnr(checkpoint.model, packed[test], images.images[test])
+    rate = len(images) / max(seconds, 1e-9)
+    summary = EncodeSummary(len(images), seconds, rate, brate, shape, search_passes, test_psnr)
     update_run_json(
         paths,
         "encode",
@@ -79,11 +105,22 @@ def encode_run(paths: RunPaths, *, device: str = "cpu", batch_size: int = 1024) 
             "images": len(images),
             "latent_shape": list(shape),
             "brate": brate,
+            "search_passes": search_passes,
+            "test_psnr": test_psnr,
             "images_per_s": round(summary.images_per_s),
             "model_sha256": checkpoint.sha256,
         },
     )
     return summary
+
+
+def _psnr(model: BLAE, packed: np.ndarray, images: np.ndarray) -> float | None:
+    """PSNR in dB of the decoded latents against their images (None for no images)."""
+    if not len(images):
+        return None
+    decoded = decode_packed(model, packed)
+    mse = float(np.mean((decoded.astype(np.float64) - images) ** 2)) / 255.0**2
+    return psnr_from_mse(mse)
 
 
 def select_latents(latents: LatentSet, ids: Sequence[int] | None, limit: int | None) -> LatentSet:
