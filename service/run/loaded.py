@@ -215,6 +215,7 @@ class LoadedRun:
             "image_shape": list(self.image_shape),
             "latent_shape": list(self.latent_shape),
             "latent_bytes": packed_size(self.latent_shape),
+            "search_passes": self.latents.search_passes,  # what encoding an image costs
             "images": {
                 "train": self.train_images,
                 "test": int((self.images.splits == "test").sum()),

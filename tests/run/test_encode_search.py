@@ -29,5 +29,6 @@ def test_a_searched_encode_records_its_passes_and_the_service_encodes_alike(
 
     build_run_tables(paths, (3,), progress=False)
     run = LoadedRun.load(paths.root)
+    assert run.describe()["search_passes"] == 6  # /v1/info: what encoding an upload costs
     first = np.argsort(latents.ids)[:128]  # ids are positions in images.parquet
     np.testing.assert_array_equal(run.encode(run.images.images[:128]), latents.packed[first])
