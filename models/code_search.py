@@ -7,7 +7,9 @@ one-bit change of a test image's code with the decoder kept as it is gains 1.4�
 decoder's gradient with respect to the code proposes one bit per image and pass instead, for one
 forward and backward pass over the decoder: the error falls to first order by 2·z·∂e/∂z when bit
 z flips. A proposal is kept where it lowers the image's squared error, so no image's error ever
-rises; a rejected bit is not proposed again until a flip of that image is kept.
+rises (as the search computes it: in bf16 where the hardware is fast at it, so an fp32 decode may
+differ in the last digits); a rejected bit is not proposed again until a flip of that image is
+kept.
 """
 
 from __future__ import annotations
