@@ -112,6 +112,7 @@ REFUSALS = [  # (arguments, what the one-line error says): each refused before t
     (("train-ae", "--checkpoint-every", "0"), "greater than or equal to 1"),
     (("encode", "--run", "/no/such/run"), "run directory /no/such/run does not exist"),
     (("encode", "--run", "/"), "blae.safetensors is missing"),
+    (("encode", "--search-passes", "-1"), "greater than or equal to 0"),
     (("train-arvm", "--use", "dream"), "--use must be one of fallback, memorizer"),
     (("train-arvm", "--gamma", "4", "--run", "/"), "odd window size"),
     (("train-arvm", "--target-kl", "0"), "must be a finite number > 0, got 0.0"),
