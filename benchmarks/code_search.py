@@ -24,9 +24,9 @@ from models.blae import BLAE, binarize
 from models.blae_train import psnr_from_mse
 from models.common import to_unit
 from models.device import autocast_for
-from service.data.sources import DataSpec
 from service.run.models import load_blae
 from service.run.paths import RunPaths
+from service.run.steps import run_data_spec
 
 IMAGES_PER_FORWARD = 8  # × the code's bits: the one-bit changes decoded in one forward pass
 
@@ -69,10 +69,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100, help="the first N test images")
     parser.add_argument("--passes", type=int, default=20)
     args = parser.parse_args()
-    checkpoint = load_blae(RunPaths(args.run))
-    model = checkpoint.model.eval()
-    data = checkpoint.meta["data"]
-    loaded = DataSpec(data["source"], data["limit"], data["classes"]).load()
+    paths = RunPaths(args.run)
+    model = load_blae(paths).model.eval()
+    loaded = run_data_spec(paths).load()
     test = torch.from_numpy(loaded.images[loaded.splits == "test"][: args.images])
     images = to_unit(test)
     with torch.no_grad(), autocast_for(torch.device("cpu"), "auto"):
